@@ -1,0 +1,39 @@
+# gemma4-serve: every target is a thin wrapper; `make help` lists them.
+# Heavy tools live in a cache outside the clone (scripts/bootstrap.sh), so repeated runs are fast.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+BOOTSTRAP := scripts/bootstrap.sh
+DEV_BIN := $(shell $(BOOTSTRAP) env | sed -n 's/^DEV_BIN=//p')
+VLLM_PYTHON := $(shell $(BOOTSTRAP) env | sed -n 's/^VLLM_PYTHON=//p')
+PY := $(DEV_BIN)/python
+# Tests and tools see the dev venv's CLIs first and import this checkout (no install needed).
+RUN := PATH="$(DEV_BIN):$$PATH" PYTHONPATH="$(CURDIR)" VLLM_PYTHON="$(VLLM_PYTHON)"
+PYTEST_ARGS ?=
+
+.PHONY: help tools lint test test-unit test-contract test-e2e
+
+help: ## List the targets with one line each
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+tools: ## Install the pinned toolchain (dev venv + vLLM 0.21.0 parser) into the cache; idempotent
+	@$(BOOTSTRAP) dev
+	@$(BOOTSTRAP) vllm
+
+lint: tools ## ruff, yamllint, hadolint over the repository
+	@$(RUN) ruff check .
+	@$(RUN) ruff format --check .
+	@$(RUN) yamllint --strict .
+	@if compgen -G "docker/*/Dockerfile" >/dev/null; then $(RUN) hadolint docker/*/Dockerfile; fi
+
+test: lint ## Lint, then every test (unit, contract, e2e); what CI runs
+	@$(RUN) $(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: tools ## Only the unit tests (fast)
+	@$(RUN) $(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-contract: tools ## Only the contract tests (vLLM parser, compose, helm, hadolint)
+	@$(RUN) $(PY) -m pytest tests/contract $(PYTEST_ARGS)
+
+test-e2e: tools ## Only the end-to-end tests against real CPU servers and fault stubs
+	@$(RUN) $(PY) -m pytest tests/e2e $(PYTEST_ARGS)

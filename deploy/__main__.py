@@ -1,0 +1,36 @@
+"""``python -m deploy``: the bundle's command line.
+
+Each subcommand lives in its own module, which exposes ``register(subparsers)``; the module is imported
+only to build its parser, so ``python -m deploy profiles`` needs no heavy dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Subcommand name -> module that registers it.
+COMMANDS: dict[str, str] = {
+    "profiles": "deploy.profiles_cli",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(prog="python -m deploy", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMANDS.values():
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; its handler returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

