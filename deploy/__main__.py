@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from deploy.secret_files import SecretFileError, load_secret_files
 
 # Subcommand name -> module that registers it.
 COMMANDS: dict[str, str] = {
+    "probe": "deploy.probe",
     "profiles": "deploy.profiles_cli",
 }
 
@@ -29,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; its handler returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        # Into this process's environment on purpose: the launcher execs vLLM with it.
+        load_secret_files(os.environ)
+    except SecretFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return int(args.handler(args) or 0)
 
 
