@@ -15,6 +15,8 @@ from tests.contract.vllm_contract import ArgCase
 
 # A fenced shell example in Markdown: `vllm serve ...` possibly continued with backslashes.
 _SERVE_RE = re.compile(r"(?m)^\s*(?:\$\s*)?vllm serve\b((?:[^\n]*\\\n)*[^\n]*)")
+# An override example in .env.example, commented out or not: `# GEMMA4_EXTRA_ARGS=--max-num-seqs 16`.
+_EXTRA_ARGS_RE = re.compile(r"(?m)^#?\s*GEMMA4_EXTRA_ARGS=(.*)$")
 
 
 def profile_cases() -> list[ArgCase]:
@@ -37,6 +39,24 @@ def markdown_cases(repo: Path) -> list[ArgCase]:
     return cases
 
 
+def env_example_cases(repo: Path) -> list[ArgCase]:
+    """GEMMA4_EXTRA_ARGS examples in .env.example, appended to a profile as the launcher appends them."""
+    path = repo / ".env.example"
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    cases = []
+    for match in _EXTRA_ARGS_RE.finditer(text):
+        # The launcher shell-splits the variable's value; compose strips one level of outer quotes first.
+        value = match.group(1).strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        line = text[: match.start()].count("\n") + 1
+        argv = ("--config", str(PROFILES_DIR / "default.yaml"), *shlex.split(value))
+        cases.append(ArgCase(f".env.example:{line}", argv))
+    return cases
+
+
 def all_cases(repo: Path) -> list[ArgCase]:
     """Everything the contract must accept."""
-    return [*profile_cases(), *markdown_cases(repo)]
+    return [*profile_cases(), *markdown_cases(repo), *env_example_cases(repo)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ def check(vllm_python: str, cases: list[ArgCase]) -> list[dict[str, Any]]:
     return json.loads(proc.stdout)
 
 
+# Building vLLM's parser takes seconds; several test modules ask for its options, so ask once.
+@functools.cache
 def list_options(vllm_python: str) -> list[str]:
     """Every option string of vLLM 0.21.0's `vllm serve` parser (``--max-model-len``, ``-tp``, ...)."""
     proc = subprocess.run(
