@@ -10,8 +10,13 @@ PY := $(DEV_BIN)/python
 # Tests and tools see the dev venv's CLIs first and import this checkout (no install needed).
 RUN := PATH="$(DEV_BIN):$$PATH" PYTHONPATH="$(CURDIR)" VLLM_PYTHON="$(VLLM_PYTHON)"
 PYTEST_ARGS ?=
+# The workstation targets drive Docker Compose; every profile is named so `down`/`ps`/`logs` see all services.
+COMPOSE ?= docker compose
+COMPOSE_ALL := $(COMPOSE) --profile smoke --profile monitoring
+SMOKE_ARGS ?=
+export COMPOSE
 
-.PHONY: help tools lint test test-unit test-contract test-e2e
+.PHONY: help tools lint test test-unit test-contract test-e2e up down logs smoke ps images
 
 help: ## List the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,3 +42,21 @@ test-contract: tools ## Only the contract tests (vLLM parser, compose, helm, had
 
 test-e2e: tools ## Only the end-to-end tests against real CPU servers and fault stubs
 	@$(RUN) $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+up: ## On a GPU machine: build, fetch the checkpoint once, start vLLM, wait until healthy, smoke-test
+	@scripts/compose-up.sh
+
+down: ## Stop and remove the containers; the checkpoint and compile caches survive
+	@$(COMPOSE_ALL) down --remove-orphans
+
+logs: ## Follow the services' logs (Ctrl-C stops following, not the services)
+	@$(COMPOSE_ALL) logs --follow --tail 100
+
+smoke: ## Run the smoke suite against the running deployment (SMOKE_ARGS="--level protocol" to narrow it)
+	@$(COMPOSE) --profile smoke run --rm --no-deps smoke $(SMOKE_ARGS)
+
+ps: ## Show the services, their state and health
+	@$(COMPOSE_ALL) ps --all
+
+images: ## Build the vLLM and smoke images; push them when REGISTRY is set
+	@scripts/images.sh
