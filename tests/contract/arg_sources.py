@@ -15,8 +15,11 @@ from tests.contract.vllm_contract import ArgCase
 
 # A fenced shell example in Markdown: `vllm serve ...` possibly continued with backslashes.
 _SERVE_RE = re.compile(r"(?m)^\s*(?:\$\s*)?vllm serve\b((?:[^\n]*\\\n)*[^\n]*)")
-# An override example in .env.example, commented out or not: `# GEMMA4_EXTRA_ARGS=--max-num-seqs 16`.
-_EXTRA_ARGS_RE = re.compile(r"(?m)^#?\s*GEMMA4_EXTRA_ARGS=(.*)$")
+# GEMMA4_EXTRA_ARGS override examples: quoted anywhere (`GEMMA4_EXTRA_ARGS="--max-num-seqs 16" make up`), or
+# unquoted to the end of an env-file line, commented out or not (`# GEMMA4_EXTRA_ARGS=--max-num-seqs 16`).
+_EXTRA_ARGS_RE = re.compile(
+    r"""GEMMA4_EXTRA_ARGS=(?:(["'])(?P<quoted>.*?)\1|(?P<line>(?<=^GEMMA4_EXTRA_ARGS=)[^\s"'].*$))""", re.M
+)
 
 
 def profile_cases() -> list[ArgCase]:
@@ -39,24 +42,22 @@ def markdown_cases(repo: Path) -> list[ArgCase]:
     return cases
 
 
-def env_example_cases(repo: Path) -> list[ArgCase]:
-    """GEMMA4_EXTRA_ARGS examples in .env.example, appended to a profile as the launcher appends them."""
-    path = repo / ".env.example"
-    if not path.is_file():
-        return []
-    text = path.read_text()
+def extra_args_cases(repo: Path) -> list[ArgCase]:
+    """GEMMA4_EXTRA_ARGS examples in .env.example and the docs, appended to a profile as the launcher does."""
+    files = [repo / ".env.example", *repo.glob("*.md"), *repo.glob("docs/**/*.md")]
     cases = []
-    for match in _EXTRA_ARGS_RE.finditer(text):
-        # The launcher shell-splits the variable's value; compose strips one level of outer quotes first.
-        value = match.group(1).strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        line = text[: match.start()].count("\n") + 1
-        argv = ("--config", str(PROFILES_DIR / "default.yaml"), *shlex.split(value))
-        cases.append(ArgCase(f".env.example:{line}", argv))
+    for path in sorted(p for p in files if p.is_file()):
+        text = path.read_text()
+        # Env-file lines may be commented out (`# GEMMA4_EXTRA_ARGS=...`): read them as if they were not.
+        uncommented = re.sub(r"(?m)^#\s*(?=GEMMA4_EXTRA_ARGS=)", "", text)
+        for match in _EXTRA_ARGS_RE.finditer(uncommented):
+            value = match.group("quoted") if match.group("quoted") is not None else match.group("line")
+            line = uncommented[: match.start()].count("\n") + 1
+            argv = ("--config", str(PROFILES_DIR / "default.yaml"), *shlex.split(value))
+            cases.append(ArgCase(f"{path.relative_to(repo)}:{line}", argv))
     return cases
 
 
 def all_cases(repo: Path) -> list[ArgCase]:
     """Everything the contract must accept."""
-    return [*profile_cases(), *markdown_cases(repo), *env_example_cases(repo)]
+    return [*profile_cases(), *markdown_cases(repo), *extra_args_cases(repo)]

@@ -20,7 +20,7 @@ import yaml
 
 from deploy.profiles import MODEL_ID
 from tests.conftest import require_tool
-from tests.contract.arg_sources import env_example_cases
+from tests.contract.arg_sources import extra_args_cases
 from tests.contract.test_drift import find_copies, serving_flags
 from tests.contract.vllm_contract import list_options
 
@@ -192,7 +192,7 @@ def test_env_example_spells_vllm_flags_only_in_override_examples(repo: Path, vll
     for hit in hits:
         line = int(hit.split(":")[-2])
         assert re.match(r"#?\s*GEMMA4_EXTRA_ARGS=", lines[line - 1]), hit
-    assert len(env_example_cases(repo)) >= 2
+    assert len([c for c in extra_args_cases(repo) if c.source.startswith(".env.example:")]) >= 2
 
 
 # ---- services -------------------------------------------------------------------------------------
@@ -289,6 +289,7 @@ def test_vllm_gets_a_profile_name_and_overrides_only(repo: Path, no_env: Path, s
         "GEMMA4_MODEL",
         "GEMMA4_REVISION",
         "GEMMA4_EXTRA_ARGS",
+        "VLLM_ENGINE_READY_TIMEOUT_S",
         "HF_HUB_OFFLINE",
         "VLLM_API_KEY_FILE",
     }
@@ -419,3 +420,20 @@ def test_makefile_names_every_compose_profile(repo: Path, no_env: Path) -> None:
     profiles = set(proc.stdout.split())
     line = re.search(r"(?m)^COMPOSE_ALL := (.*)$", (repo / "Makefile").read_text()).group(1)
     assert set(re.findall(r"--profile (\S+)", line)) == profiles == {"smoke", "monitoring"}
+
+
+def test_extra_args_examples_are_collected_from_every_place_they_are_written(tmp_path: Path) -> None:
+    """Each spelling a doc or .env.example uses reaches the vLLM contract, quoted or not, commented or not."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / ".env.example").write_text("# GEMMA4_EXTRA_ARGS=--max-num-seqs 16\nGEMMA4_EXTRA_ARGS=--seed 1\n")
+    (tmp_path / "docs/x.md").write_text(
+        'Run `GEMMA4_EXTRA_ARGS="--max-model-len 8192" make up`, or\n'
+        "GEMMA4_EXTRA_ARGS='--kv-cache-dtyp fp8' make up\n"
+    )
+    found = {(c.source, c.argv[2:]) for c in extra_args_cases(tmp_path)}
+    assert found == {
+        (".env.example:1", ("--max-num-seqs", "16")),
+        (".env.example:2", ("--seed", "1")),
+        ("docs/x.md:1", ("--max-model-len", "8192")),
+        ("docs/x.md:2", ("--kv-cache-dtyp", "fp8")),
+    }

@@ -36,7 +36,7 @@ GENERIC = {
 # Files allowed to hold overrides, each with the reason. Their contents are parsed by the contract
 # test (arg_sources.py), so they cannot drift into invalid arguments either.
 OVERRIDE_FILES: dict[str, str] = {
-    ".env.example": "documents GEMMA4_EXTRA_ARGS override examples (collected by arg_sources.env_example_cases)",
+    ".env.example": "documents GEMMA4_EXTRA_ARGS override examples (collected by arg_sources.extra_args_cases)",
 }
 
 
