@@ -331,7 +331,7 @@ def test_smoke_runs_the_suite_against_vllm(services: dict[str, Any]) -> None:
 
 # ---- secrets ---------------------------------------------------------------------------------------
 
-TOKEN = "hf_TestTokenValue0123456789abcdefXYZ"
+TOKEN = "hf_FAKE-test-token-value-0123456789"
 API_KEY = "sk-test-api-key-value-0123456789"
 
 
