@@ -1,23 +1,25 @@
-"""`python -m deploy probe` against a real HTTP server on loopback that can be healthy or broken."""
+"""`python -m deploy probe` against a real `transformers serve` and a stub server that can be broken."""
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from deploy.__main__ import main
 from tests.conftest import REPO
+from tests.fixtures.servers import closed_port_url, run_asgi
 
 MODEL = "gemma-4-e2b-it"
 KEY = "sk-probe-test-key-0123456789"
@@ -35,56 +37,51 @@ class Behaviour:
     requests: list[tuple[str, str, dict, dict | None]] = field(default_factory=list)
 
 
-def _handler(behaviour: Behaviour) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:  # keep pytest output clean
-            pass
+def stub_app(behaviour: Behaviour) -> Starlette:
+    """A server shaped like vLLM's OpenAI API (health, auth on /v1 only, error bodies) whose faults tests choose."""
 
-        def _send(self, status: int, body: object | None) -> None:
-            data = b"" if body is None else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    async def record(request: Request) -> None:
+        body = await request.json() if request.method == "POST" else None
+        behaviour.requests.append((request.method, request.url.path, dict(request.headers), body))
 
-        def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            behaviour.requests.append((self.command, self.path, dict(self.headers), body))
-            if self.path == "/health":
-                return self._send(behaviour.health_status, None)
-            if behaviour.api_key and self.headers.get("Authorization") != f"Bearer {behaviour.api_key}":
-                return self._send(401, {"error": "Unauthorized"})
-            if self.path == "/v1/models":
-                return self._send(200, behaviour.models)
-            if self.path == "/v1/chat/completions":
-                time.sleep(behaviour.completion_delay_s)
-                if behaviour.completion_status != 200:
-                    error = {"message": "engine crashed", "type": "InternalServerError", "code": 500}
-                    return self._send(behaviour.completion_status, {"error": error})
-                message = {"role": "assistant", "content": "OK"}
-                return self._send(200, {"choices": [{"index": 0, "message": message, "finish_reason": "length"}]})
-            return self._send(404, {"error": {"message": "not found"}})
+    def authorised(request: Request) -> bool:
+        return not behaviour.api_key or request.headers.get("authorization") == f"Bearer {behaviour.api_key}"
 
-        do_GET = _handle  # noqa: N815 - http.server's naming
-        do_POST = _handle  # noqa: N815
+    async def health(request: Request) -> Response:
+        await record(request)
+        return Response(status_code=behaviour.health_status)
 
-    return Handler
+    async def models(request: Request) -> Response:
+        await record(request)
+        if not authorised(request):
+            return JSONResponse({"error": "Unauthorized"}, status_code=401)
+        return JSONResponse(behaviour.models)
+
+    async def chat(request: Request) -> Response:
+        await record(request)
+        if not authorised(request):
+            return JSONResponse({"error": "Unauthorized"}, status_code=401)
+        await asyncio.sleep(behaviour.completion_delay_s)
+        if behaviour.completion_status != 200:
+            error = {"message": "engine crashed", "type": "InternalServerError", "code": 500}
+            return JSONResponse({"error": error}, status_code=behaviour.completion_status)
+        message = {"role": "assistant", "content": "OK"}
+        return JSONResponse({"choices": [{"index": 0, "message": message, "finish_reason": "length"}]})
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/v1/models", models),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+        ]
+    )
 
 
 @pytest.fixture
 def stub() -> Iterator[tuple[str, Behaviour]]:
     behaviour = Behaviour()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(behaviour))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", behaviour
-    finally:
-        server.shutdown()
-        server.server_close()
+    with run_asgi(stub_app(behaviour)) as url:
+        yield url, behaviour
 
 
 @pytest.fixture(autouse=True)
@@ -123,7 +120,7 @@ def test_ready_sends_a_one_token_completion_with_the_key(
         ("POST", "/v1/chat/completions"),
     ]
     _, _, headers, body = behaviour.requests[-1]
-    assert headers["Authorization"] == f"Bearer {KEY}"
+    assert headers["authorization"] == f"Bearer {KEY}"
     assert body["model"] == MODEL and body["max_tokens"] == 1
     assert KEY not in out + err
 
@@ -182,11 +179,8 @@ def test_wrong_or_missing_key_fails_naming_the_variable(
 
 
 def test_connection_refused_fails_fast(capsys: pytest.CaptureFixture) -> None:
-    with socket.socket() as s:  # a port that was free a moment ago and has no listener now
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     started = time.monotonic()
-    code, _, err = probe(capsys, "--url", f"http://127.0.0.1:{port}", "--timeout", "5")
+    code, _, err = probe(capsys, "--url", closed_port_url(), "--timeout", "5")
     assert code == 1
     assert "cannot connect" in err and "still loading" in err
     assert time.monotonic() - started < 2
@@ -223,3 +217,12 @@ def test_cli_reads_the_key_from_a_file(stub: tuple[str, Behaviour], tmp_path: Pa
     blank.write_text("\n")
     refused = run(blank)
     assert refused.returncode == 1 and "401" in refused.stderr
+
+
+@pytest.mark.slow
+def test_ready_against_a_real_openai_compatible_server(cpu_server: str, capsys: pytest.CaptureFixture) -> None:
+    """`transformers serve` with the tiny Gemma 4: the probe's 1-token completion is a real generation."""
+    code, out, err = probe(capsys, "--url", cpu_server, "--ready", "--timeout", "60")
+    assert code == 0, err
+    assert out.splitlines()[0] == f"healthy: {cpu_server}/health answered 200"
+    assert out.splitlines()[1].startswith("ready: gemma4-serve/tiny-gemma4 answered a 1-token chat completion")
