@@ -15,8 +15,10 @@ from deploy.secret_files import SecretFileError, load_secret_files
 
 # Subcommand name -> module that registers it.
 COMMANDS: dict[str, str] = {
+    "bench": "deploy.bench.cli",
     "probe": "deploy.probe",
     "profiles": "deploy.profiles_cli",
+    "quality": "deploy.quality.cli",
 }
 
 
