@@ -33,10 +33,7 @@ async def _send_json(send: Any, status: int, payload: Any) -> None:
 
 def _prompt_tokens(request: dict[str, Any]) -> int:
     """A rough prompt length (words) so clients that read usage see a number."""
-    if "messages" in request:
-        text = json.dumps(request["messages"])
-    else:
-        text = str(request.get("prompt", ""))
+    text = json.dumps(request["messages"]) if "messages" in request else str(request.get("prompt", ""))
     return max(1, len(text.split()))
 
 

@@ -1,4 +1,4 @@
-"""``python -m deploy bench --client-overhead``: is the benchmark client fast enough not to be the bottleneck?
+"""``python -m deploy bench --client-overhead``: proof that the benchmark client is not the bottleneck.
 
 Both clients, ours and ``vllm bench serve`` from the vLLM 0.21.0 install, run in the same invocation against
 the same zero-latency local server (:mod:`deploy.bench.null_server`, its own process), with the same request
@@ -162,7 +162,10 @@ def _row(cells: list[Any]) -> str:
 
 def render(results: list[dict[str, Any]]) -> str:
     """The side-by-side Markdown table."""
-    header = ["Client", "Batch", "Requests", "Output tok/req", "req/s", "stream tok/s", "TTFT p50 (ms)", "ITL p50 (ms)", "ITL p99 (ms)", "CPU ms/req"]  # fmt: skip
+    header = [
+        "Client", "Batch", "Requests", "Output tok/req", "req/s", "stream tok/s",
+        "TTFT p50 (ms)", "ITL p50 (ms)", "ITL p99 (ms)", "CPU ms/req",
+    ]  # fmt: skip
     lines = [_row(header), _row(["---"] * len(header))]
     for r in results:
         lines.append(
