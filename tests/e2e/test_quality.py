@@ -39,10 +39,8 @@ def logprob_app(checkpoint: Path | None, *, model: str = "tiny", vocab: str | No
         content = body["messages"][0]["content"]
         text = content if isinstance(content, str) else content[-1]["text"]
         k = int(body["top_logprobs"])
-        if source is not None:
-            top = source.next_token(by_text[text], k)
-        else:
-            top = {f"{vocab}{i}": -1.0 - i for i in range(k)}
+        made_up = {f"{vocab}{i}": -1.0 - i for i in range(k)}
+        top = source.next_token(by_text[text], k) if source is not None else made_up
         items = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top.items()]
         first = max(items, key=lambda i: i["logprob"])
         logprobs = {"content": [{**first, "top_logprobs": items}]}
