@@ -12,7 +12,7 @@ RUN := PATH="$(DEV_BIN):$$PATH" PYTHONPATH="$(CURDIR)" VLLM_PYTHON="$(VLLM_PYTHO
 PYTEST_ARGS ?=
 # The workstation targets drive Docker Compose; every profile is named so `down`/`ps`/`logs` see all services.
 COMPOSE ?= docker compose
-COMPOSE_ALL := $(COMPOSE) --profile smoke --profile monitoring
+COMPOSE_ALL := $(COMPOSE) --profile smoke --profile monitoring --profile bench
 SMOKE_ARGS ?=
 export COMPOSE
 
@@ -60,3 +60,13 @@ ps: ## Show the services, their state and health
 
 images: ## Build the vLLM and smoke images; push them when REGISTRY is set
 	@scripts/images.sh
+
+# ---- Benchmark and quality (docs/benchmarks.md) ------------------------------------------------------
+.PHONY: bench bench-overhead
+BENCH_ARGS ?=
+
+bench: ## Benchmark the running deployment: the card's table into reports/bench (BENCH_ARGS="--requests 8")
+	@$(COMPOSE) --profile bench run --rm --no-deps bench $(BENCH_ARGS)
+
+bench-overhead: tools ## How fast the bench client is vs `vllm bench serve`, on a zero-latency local server
+	@$(RUN) $(PY) -m deploy bench --client-overhead $(BENCH_ARGS)

@@ -232,6 +232,12 @@ async def _bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], bool, 
     ) as client:
         card = pick_model(await client.models(), args.model, base_url)
         model = str(card["id"])
+        limit = card.get("max_model_len")
+        if isinstance(limit, int) and args.context > limit:
+            raise BenchError(
+                f"--context {args.context} is longer than the server's max_model_len {limit} (from /v1/models): "
+                f"pass --context {limit} or less"
+            )
         engine = args.engine or await detect_engine(client, card)
         fmt = args.format_label or guess_format(model)
         metrics_url = args.metrics_url or f"{base_url}/metrics"

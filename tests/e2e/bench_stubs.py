@@ -60,7 +60,8 @@ def streaming_app(
             return
         path = scope["path"]
         if path == "/v1/models":
-            await send_json(send, 200, {"object": "list", "data": [{"id": MODEL, "owned_by": "vllm"}]})
+            card = {"id": MODEL, "owned_by": "vllm", "max_model_len": 4096}
+            await send_json(send, 200, {"object": "list", "data": [card]})
             return
         if path == "/version":
             await send_json(send, 200, {"version": "0.21.0"})

@@ -115,6 +115,12 @@ def test_unreachable_server_is_a_clear_error(capsys: pytest.CaptureFixture[str])
     assert "cannot connect" in err and "--base-url" in err
 
 
+def test_a_context_longer_than_the_server_allows_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with run_asgi(streaming_app()) as url:
+        assert bench("--base-url", url, "--context", "8192", "--prompt-tokens", "0") == 1
+    assert "longer than the server's max_model_len 4096" in capsys.readouterr().err
+
+
 def test_bad_options_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench("--base-url", "http://127.0.0.1:1/v1") == 2
     assert "without /v1" in capsys.readouterr().err
