@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from deploy.bench import report
 from deploy.bench.client import BenchError, ServerClient
-from deploy.bench.gpu_memory import PeakSampler, choose_source
+from deploy.bench.gpu_memory import PeakSampler, choose_source, gpu_name
 from deploy.bench.metrics import Slo, compute_metrics
 from deploy.bench.runner import run_cell
 from deploy.bench.server_info import detect_engine, guess_format, pick_model
@@ -189,26 +189,6 @@ async def _until_stopped(awaitable: Awaitable[T], stop: asyncio.Event) -> T | No
     return None
 
 
-def _gpu_name() -> str | None:
-    import shutil
-    import subprocess
-
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=name,memory.total", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.strip().splitlines()[0] if out.strip() else None
-
-
 async def _bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], bool, int]:
     """Every cell of the run; returns the runs, whether it was interrupted and how many requests failed."""
     stop = asyncio.Event()
@@ -242,7 +222,7 @@ async def _bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], bool, 
         fmt = args.format_label or guess_format(model)
         metrics_url = args.metrics_url or f"{base_url}/metrics"
         vram_source = await asyncio.to_thread(choose_source, args.vram_from, metrics_url)
-        gpu = args.gpu or await asyncio.to_thread(_gpu_name)
+        gpu = args.gpu or await asyncio.to_thread(gpu_name)
         builder = PromptBuilder(client, model, count_timeout_s=args.stall_timeout)
         print(f"benchmarking {model} on {engine} ({fmt}) at {base_url}", file=sys.stderr)
         for images in args.images:

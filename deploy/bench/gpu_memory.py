@@ -49,14 +49,14 @@ def parse_nvidia_smi_mib(text: str) -> float | None:
     return max(values) if values else None
 
 
-def read_nvidia_smi(timeout_s: float = 10.0) -> float | None:
-    """GPU memory in use now according to ``nvidia-smi``; None when it is absent or fails."""
+def _nvidia_smi(query: str, timeout_s: float = 10.0) -> str | None:
+    """``nvidia-smi --query-gpu=QUERY`` as CSV without header; None when it is absent or fails."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
     try:
-        out = subprocess.run(
-            [exe, "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+        return subprocess.run(
+            [exe, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -64,7 +64,21 @@ def read_nvidia_smi(timeout_s: float = 10.0) -> float | None:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    return parse_nvidia_smi_mib(out)
+
+
+def read_nvidia_smi() -> float | None:
+    """GPU memory in use now according to ``nvidia-smi``; None when it is absent or fails."""
+    out = _nvidia_smi("memory.used")
+    return None if out is None else parse_nvidia_smi_mib(out)
+
+
+def gpu_name() -> str | None:
+    """The first GPU's name and memory (``NVIDIA L4, 23034 MiB``) from ``nvidia-smi``, or None."""
+    out = (_nvidia_smi("name,memory.total") or "").strip()
+    if not out:
+        return None
+    name, _, total = out.splitlines()[0].rpartition(",")
+    return f"{name.strip()}, {total.strip()} MiB" if name else out.splitlines()[0]
 
 
 def read_metrics(url: str, timeout_s: float = 5.0, headers: dict[str, str] | None = None) -> float | None:

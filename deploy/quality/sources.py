@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from deploy.bench.client import error_text
 from deploy.quality.kl import merge_duplicates
 from deploy.quality.prompts import KLPrompt
 
@@ -36,19 +37,6 @@ class LogprobSource(Protocol):
     def close(self) -> None:
         """Release connections or memory."""
         ...
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300] or "(empty body)"
-    if isinstance(body, dict):
-        error = body.get("error", body.get("detail", body))
-        if isinstance(error, dict):
-            error = error.get("message", error)
-        return str(error)[:300]
-    return str(body)[:300]
 
 
 class HttpSource:
@@ -82,7 +70,7 @@ class HttpSource:
         if response.status_code == 401:
             raise SourceError(f"{self.base_url}/v1/models answered 401: pass the server's API key")
         if response.status_code != 200:
-            raise SourceError(f"{self.base_url}/v1/models answered {response.status_code}: {_error_text(response)}")
+            raise SourceError(f"{self.base_url}/v1/models answered {response.status_code}: {error_text(response)}")
         data = response.json().get("data") or []
         ids = [str(m.get("id")) for m in data if isinstance(m, dict)]
         if len(ids) != 1:
@@ -102,7 +90,7 @@ class HttpSource:
         response = self._post("/v1/chat/completions", body)
         if response.status_code != 200:
             hint = ""
-            text = _error_text(response)
+            text = error_text(response)
             if "logprob" in text.lower():
                 hint = f" (vLLM allows at most --max-logprobs, default 20; lower --top-k below {top_k} or raise it)"
             raise SourceError(f"{self.label}: prompt {prompt.id!r} answered {response.status_code}: {text}{hint}")
