@@ -246,11 +246,14 @@ def verify_snapshot(snapshot: dict[str, Any], directory: Path) -> None:
 # ---- download ---------------------------------------------------------------------------------------
 
 
-def fetch(engine: Engine, variant: str | None = None) -> dict[str, str]:
+def fetch(
+    engine: Engine, variant: str | None = None, cache_dir: Path | None = None, local_files_only: bool = False
+) -> dict[str, str]:
     """Download the pinned files of ``variant`` into the Hugging Face cache, verify them, return their paths.
 
-    With ``HF_HUB_OFFLINE=1`` huggingface_hub only looks in the cache, so this becomes a check that fails
-    clearly when something is missing. The returned mapping feeds :func:`render_argv`.
+    With ``HF_HUB_OFFLINE=1`` (or ``local_files_only``) huggingface_hub only looks in the cache, so this
+    becomes a check that fails clearly when something is missing. ``cache_dir`` defaults to the Hub cache
+    of ``HF_HOME``. The returned mapping feeds :func:`render_argv`.
     """
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -259,12 +262,18 @@ def fetch(engine: Engine, variant: str | None = None) -> dict[str, str]:
     try:
         if engine.snapshot is not None:
             directory = snapshot_download(
-                engine.repo, revision=engine.revision, allow_patterns=engine.snapshot["allow_patterns"]
+                engine.repo,
+                revision=engine.revision,
+                allow_patterns=engine.snapshot["allow_patterns"],
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
             )
             verify_snapshot(engine.snapshot, Path(directory))
             paths["checkpoint"] = directory
         for spec in engine.files(variant):
-            local = hf_hub_download(engine.repo, spec.name, revision=engine.revision)
+            local = hf_hub_download(
+                engine.repo, spec.name, revision=engine.revision, cache_dir=cache_dir, local_files_only=local_files_only
+            )
             verify_file(spec, Path(local))
             paths[spec.role] = local
     except LocalEntryNotFoundError as exc:
