@@ -158,17 +158,36 @@ def test_choices_and_overrides_reach_only_the_prefetch_step(repo: Path, no_env: 
     assert rendered["sglang"]["environment"] == {"HF_HUB_OFFLINE": "1"}
 
 
-def test_no_engine_flag_is_written_in_compose(repo: Path) -> None:
-    """The engine files are the one source: compose names no flag of theirs (besides the API key)."""
-    text = (repo / "compose.yaml").read_text()
-    for name in ("sglang", "llamacpp"):
-        engine = load_engine(name)
-        flags = {k for k in engine.args() if k not in {"host", "port", "model"}}
-        for device in engine.devices:
-            flags |= set(engine.args(device))
-        flags -= {"host", "port", "model"}
-        written = [f for f in flags if re.search(rf"(?<![\w-])--{re.escape(f)}(?![\w-])", text)]
-        assert not written, f"compose.yaml spells {name} flags {written}: put them in deploy/engines/{name}.yaml"
+def engine_flags(name: str) -> set[str]:
+    """Flag names the engine file sets (every device), minus the generic ones other tools also use."""
+    engine = load_engine(name)
+    flags = {k for device in engine.devices for k in engine.args(device)}
+    return flags - {"host", "port", "model", "metrics", "offline", "alias"}
+
+
+def engine_flag_copies(text: str, flags: set[str]) -> list[str]:
+    """`line: --flag` for each engine flag spelled in ``text`` outside a GEMMA4_*_EXTRA_ARGS example."""
+    hits = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if re.match(r"#?\s*GEMMA4_\w*EXTRA_ARGS=", line):
+            continue
+        hits += [f"{number}: --{f}" for f in sorted(flags) if re.search(rf"(?<![\w-])--{re.escape(f)}(?![\w-])", line)]
+    return hits
+
+
+@pytest.mark.parametrize("name", ["sglang", "llamacpp"])
+def test_no_engine_flag_is_written_outside_the_engine_file(repo: Path, name: str) -> None:
+    """The engine files are the one source: compose, .env.example, the Makefile and docker/ name no flag."""
+    flags = engine_flags(name)
+    assert {"ctx-size", "n-gpu-layers"} <= flags or {"context-length", "mem-fraction-static"} <= flags
+    surfaces = [repo / "compose.yaml", repo / ".env.example", repo / "Makefile", *repo.glob("docker/**/Dockerfile")]
+    copies = {str(p.relative_to(repo)): engine_flag_copies(p.read_text(), flags) for p in surfaces}
+    assert not any(copies.values()), f"{name} flags outside deploy/engines/{name}.yaml: {copies}"
+
+
+def test_the_copy_check_can_fail() -> None:
+    text = "command: [--ctx-size, '8192']\n# GEMMA4_LLAMACPP_EXTRA_ARGS=--ctx-size 4096\n"
+    assert engine_flag_copies(text, engine_flags("llamacpp")) == ["1: --ctx-size"]
 
 
 # ---- the entrypoint script, run for real -------------------------------------------------------------
