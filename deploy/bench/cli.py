@@ -30,7 +30,7 @@ from deploy.bench.client import BenchError, ServerClient
 from deploy.bench.gpu_memory import PeakSampler, choose_source, gpu_name
 from deploy.bench.metrics import Slo, compute_metrics
 from deploy.bench.runner import run_cell
-from deploy.bench.server_info import detect_engine, guess_format, pick_model
+from deploy.bench.server_info import detect_engine, detect_format, pick_model
 from deploy.bench.workload import PromptBuilder
 
 T = TypeVar("T")
@@ -219,7 +219,7 @@ async def _bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], bool, 
                 f"pass --context {limit} or less"
             )
         engine = args.engine or await detect_engine(client, card)
-        fmt = args.format_label or guess_format(model)
+        fmt = args.format_label or await detect_format(client, card)
         metrics_url = args.metrics_url or f"{base_url}/metrics"
         vram_source = await asyncio.to_thread(choose_source, args.vram_from, metrics_url)
         gpu = args.gpu or await asyncio.to_thread(gpu_name)

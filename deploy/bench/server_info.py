@@ -26,6 +26,7 @@ _FORMATS = (
     "Q5_K_M",
     "Q6_K",
     "Q8_0",
+    "Q4_0",
     "BF16",
     "FP16",
 )
@@ -91,3 +92,25 @@ async def detect_engine(client: ServerClient, card: dict[str, Any]) -> str:
             if match := re.match(r"(b\d+)", build):
                 return f"llama.cpp {match[1]}"
     return name or owner or "unknown"
+
+
+async def detect_format(client: ServerClient, card: dict[str, Any]) -> str:
+    """The format label, e.g. ``W8A16`` or ``Q8_0 GGUF``; ``?`` when nothing names it.
+
+    Read from the model id, vLLM's ``root`` (the checkpoint behind a served name), llama.cpp's ``/props``
+    ``model_path`` or SGLang's ``/get_server_info`` ``model_path``.
+    """
+    for name in (card.get("id"), card.get("root")):
+        if name and (label := guess_format(str(name))) != "?":
+            return label
+    for path, key in (("/props", "model_path"), ("/get_server_info", "model_path")):
+        response = await client.try_get(path)
+        if response is None or response.status_code != 200:
+            continue
+        try:
+            value = response.json().get(key)
+        except (ValueError, AttributeError):
+            continue
+        if value and (label := guess_format(str(value))) != "?":
+            return label
+    return "?"

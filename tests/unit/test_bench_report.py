@@ -138,3 +138,26 @@ def test_prompts_are_fitted_to_the_exact_length(per_word: int, target: int) -> N
 def test_a_target_below_the_template_cost_is_refused() -> None:
     with pytest.raises(BenchError, match="shorter than the 7 tokens"):
         asyncio.run(fit_prompt(fake_counter(1, 7), lambda w, p: make_messages(1, w, [], 0, p), 5, 0))
+
+
+def test_format_falls_back_to_vllms_root_and_llamacpps_model_path() -> None:
+    import httpx
+
+    from deploy.bench.client import ServerClient
+    from deploy.bench.server_info import detect_format
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/props":
+            return httpx.Response(
+                200, json={"model_path": "/models/gemma-4-E2B-it-Q4_0.gguf", "build_info": "b11312-x"}
+            )
+        return httpx.Response(404)
+
+    async def detect(card: dict[str, Any]) -> str:
+        client = ServerClient("http://test")
+        client.http = httpx.AsyncClient(base_url="http://test", transport=httpx.MockTransport(handler))
+        async with client:
+            return await detect_format(client, card)
+
+    assert asyncio.run(detect({"id": "gemma-4-e2b-it", "root": "88plug/Gemma4-E2B-it-W8A16"})) == "W8A16"
+    assert asyncio.run(detect({"id": "gemma-4-e2b-it"})) == "Q4_0 GGUF"
