@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     kl.add_argument("--api-key", help="API key for both servers (default: $VLLM_API_KEY)")
     kl.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
+    kl.add_argument("--device", default="cpu", help="torch device for a checkpoint folder side (default cpu)")
     kl.add_argument("--json", type=Path, help="write every prompt's values here")
     kl.add_argument("--markdown", type=Path, help="write the report here")
     kl.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--limit", type=float, help="examples per subtask (a number) or fraction (below 1), for a quick run"
     )
-    ev.add_argument("--tokenizer", help="tokenizer id or folder for lm-eval (default: the model name)")
+    ev.add_argument("--tokenizer", help="tokenizer id or folder for lm-eval (default: the server's checkpoint id)")
     ev.add_argument("--concurrency", type=int, default=8, help="requests in flight per server (default 8)")
     ev.add_argument("--target", type=float, default=0.997, help="pass when recovery is at least this (default 0.997)")
     ev.add_argument("--api-key", help="API key for both servers (default: $VLLM_API_KEY)")
@@ -94,7 +95,7 @@ def run_kl(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         for where, model in ((args.reference, args.reference_model), (args.candidate, args.candidate_model)):
-            sources.append(open_source(where, model=model, api_key=api_key, timeout_s=args.timeout))
+            sources.append(open_source(where, model=model, api_key=api_key, timeout_s=args.timeout, device=args.device))
         with tqdm(total=len(prompts), desc="KL", unit="prompt", file=sys.stderr, disable=args.no_progress) as bar:
             result = compare(*sources, prompts, top_k=args.top_k, target=args.target, on_prompt=lambda: bar.update(1))
     except SourceError as exc:
@@ -137,7 +138,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 task=args.task,
                 num_fewshot=args.num_fewshot,
                 limit=args.limit,
-                tokenizer=args.tokenizer,
+                tokenizer=args.tokenizer or probe.root,
                 concurrency=args.concurrency,
                 api_key=api_key,
             )

@@ -48,6 +48,8 @@ class HttpSource:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, trust_env=False)
+        # The checkpoint behind the served name (vLLM's `root`): what a tokenizer is loaded from.
+        self.root: str | None = None
         self.model = model or self._only_model()
         self.label = f"{self.model} at {self.base_url}"
 
@@ -71,10 +73,11 @@ class HttpSource:
             raise SourceError(f"{self.base_url}/v1/models answered 401: pass the server's API key")
         if response.status_code != 200:
             raise SourceError(f"{self.base_url}/v1/models answered {response.status_code}: {error_text(response)}")
-        data = response.json().get("data") or []
-        ids = [str(m.get("id")) for m in data if isinstance(m, dict)]
+        data = [m for m in response.json().get("data") or [] if isinstance(m, dict)]
+        ids = [str(m.get("id")) for m in data]
         if len(ids) != 1:
             raise SourceError(f"{self.base_url} serves {ids or 'no model'}: name the one to use with --*-model")
+        self.root = str(data[0]["root"]) if data[0].get("root") else None
         return ids[0]
 
     def next_token(self, prompt: KLPrompt, top_k: int) -> dict[str, float]:
@@ -160,8 +163,10 @@ class LocalSource:
         del self.model
 
 
-def open_source(where: str, *, model: str | None, api_key: str | None, timeout_s: float) -> LogprobSource:
+def open_source(
+    where: str, *, model: str | None, api_key: str | None, timeout_s: float, device: str = "cpu"
+) -> LogprobSource:
     """An :class:`HttpSource` for an http(s) URL, a :class:`LocalSource` for a folder."""
     if where.startswith(("http://", "https://")):
         return HttpSource(where, model=model, api_key=api_key, timeout_s=timeout_s)
-    return LocalSource(Path(where))
+    return LocalSource(Path(where), device=device)

@@ -92,8 +92,15 @@ def test_servers_give_the_same_numbers_as_local_checkpoints(
     assert "## KL divergence: PASS" in md.read_text()
 
 
-def test_missing_the_target_exits_1(tiny_checkpoint: Path, tiny_w8a16_checkpoint: Path) -> None:
-    assert kl("--reference", str(tiny_checkpoint), "--candidate", str(tiny_w8a16_checkpoint), "--target", "1e-12") == 1
+def test_missing_the_target_exits_1(tiny_checkpoint: Path, tiny_w8a16_checkpoint: Path, tmp_path: Path) -> None:
+    # a few prompts of each kind are enough here (image paths may be absolute)
+    few = tmp_path / "few.jsonl"
+    lines = [json.loads(line) for line in DEFAULT_PROMPTS.read_text().splitlines()]
+    chosen = [*lines[:2], dict(lines[-1], image=str(DEFAULT_PROMPTS.parent / lines[-1]["image"]))]
+    few.write_text("".join(json.dumps(item) + "\n" for item in chosen))
+    args = ["--reference", str(tiny_checkpoint), "--candidate", str(tiny_w8a16_checkpoint), "--prompts", str(few)]
+    assert kl(*args, "--target", "1e-12") == 1
+    assert kl(*args) == 0
 
 
 def test_a_server_without_logprobs_is_a_clear_error(cpu_server: str, capsys: pytest.CaptureFixture[str]) -> None:
