@@ -19,7 +19,7 @@ import pytest
 from deploy.__main__ import main
 from deploy.quality.prompts import DEFAULT_PROMPTS, load_prompts
 from deploy.quality.sources import LocalSource
-from tests.e2e.bench_stubs import read_json, send_json
+from tests.e2e.bench_stubs import read_json, send_json, streaming_app
 from tests.fixtures.servers import closed_port_url, run_asgi
 
 pytestmark = pytest.mark.slow
@@ -138,3 +138,30 @@ def test_eval_without_the_extra_says_what_to_install(
 def test_eval_needs_a_reference(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["quality", "eval", "--candidate", "http://127.0.0.1:1"]) == 2
     assert "--reference" in capsys.readouterr().err
+
+
+def test_eval_drives_lm_eval_against_each_endpoint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The wiring to lm-eval (its MMLU needs the Hub, so lm-eval itself is replaced by a recorder here)."""
+    import types
+
+    calls: list[dict[str, Any]] = []
+    scores = iter([0.5990, 0.6000])  # candidate first, then reference
+
+    def simple_evaluate(**kwargs: Any) -> dict[str, Any]:
+        calls.append(kwargs)
+        return {"results": {"mmlu": {"acc,none": next(scores)}}}
+
+    monkeypatch.setitem(sys.modules, "lm_eval", types.SimpleNamespace(simple_evaluate=simple_evaluate))
+    out = tmp_path / "eval.json"
+    with run_asgi(streaming_app()) as url:
+        code = main(["quality", "eval", "--candidate", url, "--reference", url, "--limit", "5", "--json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert [c["model"] for c in calls] == ["local-completions", "local-completions"]
+    args = calls[0]["model_args"]
+    assert args["base_url"] == f"{url}/v1/completions" and args["model"] == "stub-model"
+    assert calls[0]["tasks"] == ["mmlu"] and calls[0]["num_fewshot"] == 5 and calls[0]["limit"] == 5
+    result = json.loads(out.read_text())
+    assert result["recovery"] == pytest.approx(0.5990 / 0.6000) and result["passes"] is True
+    assert "recovery = 99.83%" in capsys.readouterr().out
