@@ -77,8 +77,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=_int_list, default=[0], help="images per request, comma-separated: 0,1 runs both")
     p.add_argument("--image-size", type=int, default=512, help="side of each generated square image in pixels")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured requests before each cell (default 1)")
-    p.add_argument("--engine", help="engine label for the table (default: detected, e.g. 'vLLM v0.21.0')")
-    p.add_argument("--format", dest="format_label", help="format label (default: from the model id, e.g. W8A16)")
+    p.add_argument(
+        "--engine", metavar="LABEL", help="engine label for the table (default: detected, e.g. 'vLLM v0.21.0')"
+    )
+    p.add_argument(
+        "--format", dest="format_label", metavar="LABEL", help="format label (default: from the model id, e.g. W8A16)"
+    )
     p.add_argument("--gpu", help="hardware label for the notes (default: nvidia-smi's GPU name when present)")
     p.add_argument(
         "--goodput", type=_goodput, nargs="+", default=[], metavar="NAME:MS", help="SLOs, e.g. ttft:2000 tpot:50"

@@ -152,7 +152,13 @@ def measure_vllm(
     proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
     result = workdir / name
     if proc.returncode != 0 or not result.exists():
-        raise RuntimeError(f"vllm bench serve failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+        output = proc.stdout + proc.stderr
+        if "No module named 'vllm'" in output:
+            raise RuntimeError(
+                f"{vllm_python} has no vLLM: point --vllm-python (or VLLM_PYTHON) at the interpreter of a vLLM 0.21.0 "
+                "install (`scripts/bootstrap.sh vllm` builds one; `make bench-overhead` finds it)"
+            )
+        raise RuntimeError(f"vllm bench serve failed (exit {proc.returncode}):\n{output[-3000:]}")
     return json.loads(result.read_text())
 
 

@@ -28,3 +28,14 @@ def test_client_overhead_runs_both_clients(
         assert r["request_throughput"] > 0 and r["output_throughput"] > 0
     assert results[0]["cpu_ms_per_request"] > 0
     assert "| deploy bench | 4 | 40 | 16 |" in table and "| vllm bench serve 0.21.0 | 4 | 40 | 16 |" in table
+
+
+def test_an_interpreter_without_vllm_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    code = main(["bench", "--client-overhead", "--vllm-python", sys.executable, "--concurrency", "1",
+                 "--requests", "4", "--max-tokens", "4"])  # fmt: skip
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "has no vLLM" in captured.err and "--vllm-python" in captured.err
+    assert "| deploy bench | 1 | 4 | 4 |" in captured.out  # what was measured is still printed
