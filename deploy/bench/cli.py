@@ -249,6 +249,13 @@ async def _bench(args: argparse.Namespace) -> tuple[list[dict[str, Any]], bool, 
                     break
                 run = await _measure(args, client, model, measured, batch, images, stop, vram_source, metrics_url)
                 failed += run["metrics"]["failed"]
+                m = run["metrics"]
+                print(
+                    f"batch {batch}{f', {images} img' if images else ''}: {m['completed']}/{len(measured)} ok, "
+                    f"{m['output_throughput']:.1f} output tok/s, TTFT p50 {m['ttft_ms']['p50']:.0f} ms, "
+                    f"TPOT p50 {m['tpot_ms']['p50']:.1f} ms",
+                    file=sys.stderr,
+                )
                 run.update(
                     engine=engine,
                     format=fmt,

@@ -51,7 +51,9 @@ def test_bench_against_a_real_server_writes_json_and_markdown(
     assert "| Engine | Format | Batch | ctx | tok/s | TTFT p50 | TTFT p99 | VRAM |" in md
     assert "| transformers serve | BF16 | 2 | 1k + 1 img |" in md
     assert "not measured" in md
-    assert "| transformers serve | BF16 | 1 | 1k |" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "| transformers serve | BF16 | 1 | 1k |" in captured.out
+    assert "batch 2, 1 img: 3/3 ok" in captured.err  # one line per cell for logs without a progress bar
 
 
 def test_results_of_two_runs_merge(cpu_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
