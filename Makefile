@@ -58,7 +58,7 @@ smoke: ## Run the smoke suite against the running deployment (SMOKE_ARGS="--leve
 ps: ## Show the services, their state and health
 	@$(COMPOSE_ALL) ps --all
 
-images: ## Build the vLLM and smoke images; push them when REGISTRY is set
+images: ## Build the vLLM, smoke and fetch images; push them when REGISTRY is set
 	@scripts/images.sh
 
 # ---- Other engines (SGLang, llama.cpp): docs/engines.md ----------------------------------------------
