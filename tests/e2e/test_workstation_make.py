@@ -32,7 +32,8 @@ case "$*" in
   "compose port vllm 8000") echo "${FAKE_VLLM_ADDRESS:-127.0.0.1:8000}" ;;
   "compose port grafana 3000") exit 1 ;;
   *build*|*push*)
-    echo "GEMMA4_VLLM_IMAGE=${GEMMA4_VLLM_IMAGE:-} GEMMA4_SMOKE_IMAGE=${GEMMA4_SMOKE_IMAGE:-} GEMMA4_FETCH_IMAGE=${GEMMA4_FETCH_IMAGE:-}" >> "$FAKE_LOG" ;;
+    images="GEMMA4_VLLM_IMAGE=${GEMMA4_VLLM_IMAGE:-} GEMMA4_SMOKE_IMAGE=${GEMMA4_SMOKE_IMAGE:-}"
+    echo "$images GEMMA4_FETCH_IMAGE=${GEMMA4_FETCH_IMAGE:-}" >> "$FAKE_LOG" ;;
 esac
 exit 0
 """
