@@ -204,6 +204,11 @@ secrets as file paths (the values themselves stay in the mounted Secret).
   value: /cache/triton
 - name: XDG_CACHE_HOME
   value: /cache/xdg
+- name: TORCHINDUCTOR_CACHE_DIR
+  value: /cache/inductor
+# The pods run as a UID with no passwd entry; getpass.getuser() (used by torch for cache paths) reads USER.
+- name: USER
+  value: gemma4
 - name: VLLM_NO_USAGE_STATS
   value: "1"
 - name: DO_NOT_TRACK
