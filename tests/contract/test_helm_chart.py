@@ -348,7 +348,8 @@ def test_helm_package(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     [archive] = tmp_path.glob("gemma4-serve-*.tgz")
-    names = tarfile.open(archive).getnames()
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
     for member in ("values.schema.json", "files/grafana-dashboard.json", "templates/tests/smoke.yaml", "README.md"):
         assert f"gemma4-serve/{member}" in names
     assert not [n for n in names if "/ci/" in n or n.endswith(".tgz")], "ci files belong out of the package"
