@@ -60,3 +60,15 @@ ps: ## Show the services, their state and health
 
 images: ## Build the vLLM and smoke images; push them when REGISTRY is set
 	@scripts/images.sh
+
+# ---- Helm chart (helm/gemma4-serve) ----
+.PHONY: helm-docs test-helm
+HELM_TOOLS_BIN = $(shell $(BOOTSTRAP) env | sed -n 's/^HELM_TOOLS_BIN=//p')
+
+helm-docs: ## Regenerate the chart README's values table from the @param comments in values.yaml
+	@$(BOOTSTRAP) helm
+	@$(HELM_TOOLS_BIN)/readme-generator -v helm/gemma4-serve/values.yaml -r helm/gemma4-serve/README.md
+
+test-helm: tools ## Only the chart's tests: Helm 3+4 lint/render, kubernetes-validate, schema, policy scan
+	@$(RUN) $(PY) -m pytest tests/contract/test_helm_chart.py tests/contract/test_helm_render.py \
+		tests/contract/test_helm_values.py tests/contract/test_helm_metrics.py $(PYTEST_ARGS)

@@ -75,7 +75,7 @@ def drain(url: str, *, delay: float, timeout: float, interval: float) -> str:
 def run(args: argparse.Namespace) -> int:
     """Drain the server; print the outcome."""
     if args.delay < 0 or args.timeout < 0 or args.interval <= 0:
-        print("error: --delay and --timeout must be >= 0 and --interval > 0 seconds", file=sys.stderr)
+        print("error: --delay and --timeout must be >= 0 seconds, --interval > 0", file=sys.stderr)
         return 2
     try:
         print(drain(args.url.rstrip("/"), delay=args.delay, timeout=args.timeout, interval=args.interval))
