@@ -12,7 +12,7 @@ RUN := PATH="$(DEV_BIN):$$PATH" PYTHONPATH="$(CURDIR)" VLLM_PYTHON="$(VLLM_PYTHO
 PYTEST_ARGS ?=
 # The workstation targets drive Docker Compose; every profile is named so `down`/`ps`/`logs` see all services.
 COMPOSE ?= docker compose
-COMPOSE_ALL := $(COMPOSE) --profile smoke --profile monitoring
+COMPOSE_ALL := $(COMPOSE) --profile smoke --profile monitoring --profile sglang --profile llamacpp --profile llamacpp-cpu
 SMOKE_ARGS ?=
 export COMPOSE
 
@@ -60,6 +60,15 @@ ps: ## Show the services, their state and health
 
 images: ## Build the vLLM and smoke images; push them when REGISTRY is set
 	@scripts/images.sh
+
+# ---- Other engines (SGLang, llama.cpp): docs/engines.md ----------------------------------------------
+SGLANG_PYTHON := $(shell $(BOOTSTRAP) env | sed -n 's/^SGLANG_PYTHON=//p')
+.PHONY: test-engines
+
+test-engines: tools ## SGLang/llama.cpp argument checks incl. SGLang's own parser (builds a 6 GB venv once)
+	@$(BOOTSTRAP) sglang
+	@$(BOOTSTRAP) llamacpp-src
+	@$(RUN) SGLANG_PYTHON="$(SGLANG_PYTHON)" $(PY) -m pytest tests/unit/test_engines.py tests/contract/test_engine_args.py $(PYTEST_ARGS)
 
 # ---- Helm chart (helm/gemma4-serve) ----
 .PHONY: helm-docs test-helm

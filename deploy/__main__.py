@@ -17,6 +17,7 @@ from deploy.secret_files import SecretFileError, load_secret_files
 COMMANDS: dict[str, str] = {
     "drain": "deploy.drain",
     "probe": "deploy.probe",
+    "engine": "deploy.engines_cli",
     "profiles": "deploy.profiles_cli",
 }
 

@@ -177,18 +177,22 @@ def test_up_rejects_bad_settings_before_doing_anything(
     assert not [c for c in fake.calls() if c.startswith(("compose run", "compose up"))]
 
 
+# Every compose profile, so that `down`/`ps`/`logs` see the services of each (test_compose checks the list).
+ALL_PROFILES = "--profile smoke --profile monitoring --profile sglang --profile llamacpp --profile llamacpp-cpu"
+
+
 def test_down_keeps_the_cache_volumes(repo: Path, fake: Fake) -> None:
     assert fake.make(repo, "down").returncode == 0
     [call] = fake.calls()
-    assert call == "compose --profile smoke --profile monitoring down --remove-orphans"
+    assert call == f"compose {ALL_PROFILES} down --remove-orphans"
     assert "--volumes" not in call and " -v" not in call
 
 
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
-        ("ps", "compose --profile smoke --profile monitoring ps --all"),
-        ("logs", "compose --profile smoke --profile monitoring logs --follow --tail 100"),
+        ("ps", f"compose {ALL_PROFILES} ps --all"),
+        ("logs", f"compose {ALL_PROFILES} logs --follow --tail 100"),
         ("smoke", "compose --profile smoke run --rm --no-deps smoke"),
     ],
 )
