@@ -69,3 +69,15 @@ test-engines: tools ## SGLang/llama.cpp argument checks incl. SGLang's own parse
 	@$(BOOTSTRAP) sglang
 	@$(BOOTSTRAP) llamacpp-src
 	@$(RUN) SGLANG_PYTHON="$(SGLANG_PYTHON)" $(PY) -m pytest tests/unit/test_engines.py tests/contract/test_engine_args.py $(PYTEST_ARGS)
+
+# ---- Helm chart (helm/gemma4-serve) ----
+.PHONY: helm-docs test-helm
+HELM_TOOLS_BIN = $(shell $(BOOTSTRAP) env | sed -n 's/^HELM_TOOLS_BIN=//p')
+
+helm-docs: ## Regenerate the chart README's values table from the @param comments in values.yaml
+	@$(BOOTSTRAP) helm
+	@$(HELM_TOOLS_BIN)/readme-generator -v helm/gemma4-serve/values.yaml -r helm/gemma4-serve/README.md
+
+test-helm: tools ## Only the chart's tests: Helm 3+4 lint/render, kubernetes-validate, schema, policy scan
+	@$(RUN) $(PY) -m pytest tests/contract/test_helm_chart.py tests/contract/test_helm_render.py \
+		tests/contract/test_helm_values.py tests/contract/test_helm_metrics.py $(PYTEST_ARGS)
