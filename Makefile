@@ -21,9 +21,11 @@ export COMPOSE
 help: ## List the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-tools: ## Install the pinned toolchain (dev venv + vLLM 0.21.0 parser) into the cache; idempotent
+tools: ## Install the pinned toolchain (dev venv, vLLM 0.21.0 parser, Helm 3 + checkov, llama.cpp flags) into the cache
 	@$(BOOTSTRAP) dev
 	@$(BOOTSTRAP) vllm
+	@$(BOOTSTRAP) helm
+	@$(BOOTSTRAP) llamacpp-src
 
 lint: tools ## ruff, yamllint, hadolint over the repository
 	@$(RUN) ruff check .
