@@ -12,7 +12,7 @@ RUN := PATH="$(DEV_BIN):$$PATH" PYTHONPATH="$(CURDIR)" VLLM_PYTHON="$(VLLM_PYTHO
 PYTEST_ARGS ?=
 # The workstation targets drive Docker Compose; every profile is named so `down`/`ps`/`logs` see all services.
 COMPOSE ?= docker compose
-COMPOSE_ALL := $(COMPOSE) --profile smoke --profile monitoring --profile sglang --profile llamacpp --profile llamacpp-cpu
+COMPOSE_ALL := $(COMPOSE) --profile smoke --profile monitoring --profile sglang --profile llamacpp --profile llamacpp-cpu --profile bench
 SMOKE_ARGS ?=
 export COMPOSE
 
@@ -83,3 +83,13 @@ helm-docs: ## Regenerate the chart README's values table from the @param comment
 test-helm: tools ## Only the chart's tests: Helm 3+4 lint/render, kubernetes-validate, schema, policy scan
 	@$(RUN) $(PY) -m pytest tests/contract/test_helm_chart.py tests/contract/test_helm_render.py \
 		tests/contract/test_helm_values.py tests/contract/test_helm_metrics.py $(PYTEST_ARGS)
+
+# ---- Benchmark and quality (docs/benchmarks.md) ------------------------------------------------------
+.PHONY: bench bench-overhead
+BENCH_ARGS ?=
+
+bench: ## Benchmark the running deployment: the card's table into reports/bench (BENCH_ARGS="--requests 8")
+	@$(COMPOSE) --profile bench run --rm --no-deps bench $(BENCH_ARGS)
+
+bench-overhead: tools ## How fast the bench client is vs `vllm bench serve`, on a zero-latency local server
+	@$(RUN) $(PY) -m deploy bench --client-overhead $(BENCH_ARGS)

@@ -15,10 +15,12 @@ from deploy.secret_files import SecretFileError, load_secret_files
 
 # Subcommand name -> module that registers it.
 COMMANDS: dict[str, str] = {
+    "bench": "deploy.bench.cli",
     "drain": "deploy.drain",
     "probe": "deploy.probe",
     "engine": "deploy.engines_cli",
     "profiles": "deploy.profiles_cli",
+    "quality": "deploy.quality.cli",
 }
 
 

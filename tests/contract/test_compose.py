@@ -208,9 +208,10 @@ def test_env_example_spells_vllm_flags_only_in_override_examples(repo: Path, vll
 
 
 def test_services_and_profiles(services: dict[str, Any]) -> None:
-    assert set(services) == {"prefetch", "vllm", "smoke", "prometheus", "grafana", *ENGINE_SERVICES}
+    assert set(services) == {"prefetch", "vllm", "smoke", "bench", "prometheus", "grafana", *ENGINE_SERVICES}
     assert "profiles" not in services["prefetch"] and "profiles" not in services["vllm"]
     assert services["smoke"]["profiles"] == ["smoke"]
+    assert services["bench"]["profiles"] == ["bench"]
     assert services["prometheus"]["profiles"] == ["monitoring"]
     assert services["grafana"]["profiles"] == ["monitoring"]
     for name, profile in ENGINE_SERVICES.items():
@@ -229,7 +230,9 @@ def test_vllm_reserves_one_gpu_from_a_variable(repo: Path, no_env: Path, service
     assert devices == [{"driver": "nvidia", "capabilities": ["gpu"], "device_ids": ["0"]}]
     other = render(repo, no_env, {"GEMMA4_GPU": "GPU-5f1e0c1a"})["services"]["vllm"]
     assert other["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["GPU-5f1e0c1a"]
-    assert sorted(name for name, s in services.items() if "deploy" in s) == ["llamacpp", "sglang", "vllm"]
+    # bench shares vllm's GPU only to read its memory with nvidia-smi
+    assert sorted(name for name, s in services.items() if "deploy" in s) == ["bench", "llamacpp", "sglang", "vllm"]
+    assert services["bench"]["deploy"] == services["vllm"]["deploy"]
 
 
 def test_ports_are_published_on_loopback_only(repo: Path, no_env: Path, services: dict[str, Any]) -> None:
@@ -265,6 +268,7 @@ def test_restart_policies(services: dict[str, Any]) -> None:
     assert services["vllm"]["restart"] == "unless-stopped"
     assert services["prefetch"]["restart"] == "no"  # a one-shot step: never rerun behind the user's back
     assert services["smoke"]["restart"] == "no"
+    assert services["bench"]["restart"] == "no"
     for name in ENGINE_SERVICES:
         assert services[name]["restart"] == ("no" if name.endswith("-prefetch") else "unless-stopped"), name
 
@@ -345,6 +349,45 @@ def test_smoke_runs_the_suite_against_vllm(services: dict[str, Any]) -> None:
     assert "exec python -m smoke_tests" in smoke["entrypoint"][2]
 
 
+def test_bench_runs_the_benchmark_against_vllm_with_valid_options(
+    repo: Path, no_env: Path, services: dict[str, Any]
+) -> None:
+    from deploy.__main__ import build_parser
+    from deploy.bench.cli import _check_options
+
+    bench = services["bench"]
+    assert bench["image"] == services["vllm"]["image"] and "build" not in bench
+    assert bench["entrypoint"][:4] == ["python3", "-m", "deploy", "bench"] and not bench.get("command")
+    assert bench["depends_on"]["vllm"]["condition"] == "service_healthy"
+    assert bench["environment"]["VLLM_API_KEY_FILE"] == "/run/secrets/vllm_api_key"
+    [results] = bench["volumes"]
+    assert results["target"] == "/results" and results["source"] == str(repo / "reports/bench")
+    # The command is valid for the tool it runs, as rendered and with every knob changed.
+    args = build_parser().parse_args(bench["entrypoint"][3:])
+    assert _check_options(args) is None
+    assert (args.base_url, args.concurrency, args.context, args.images) == ("http://vllm:8000", [1, 8], 32768, [0, 1])
+    assert args.engine == "" and args.json == Path("/results/bench.json")
+    knobs = {
+        "GEMMA4_BENCH_URL": "http://sglang:8000",
+        "GEMMA4_BENCH_CONCURRENCY": "2,4",
+        "GEMMA4_BENCH_CONTEXT": "8192",
+        "GEMMA4_BENCH_MAX_TOKENS": "64",
+        "GEMMA4_BENCH_REQUESTS": "5",
+        "GEMMA4_BENCH_IMAGES": "1",
+        "GEMMA4_BENCH_ENGINE": "vLLM v0.21.0",
+        "GEMMA4_BENCH_FORMAT": "W8A16",
+        "GEMMA4_BENCH_NAME": "l4",
+        "GEMMA4_BENCH_RESULTS": "/srv/results",
+    }
+    changed = render(repo, no_env, knobs)["services"]["bench"]
+    args = build_parser().parse_args(changed["entrypoint"][3:])
+    assert _check_options(args) is None
+    assert (args.concurrency, args.context, args.max_tokens, args.requests, args.images) == ([2, 4], 8192, 64, 5, [1])
+    assert args.base_url == "http://sglang:8000"
+    assert (args.engine, args.format_label, args.markdown) == ("vLLM v0.21.0", "W8A16", Path("/results/l4.md"))
+    assert changed["volumes"][0]["source"] == "/srv/results"
+
+
 # ---- secrets ---------------------------------------------------------------------------------------
 
 TOKEN = "hf_FAKE-test-token-value-0123456789"
@@ -381,6 +424,7 @@ def test_secrets_reach_only_the_services_that_need_them(services: dict[str, Any]
     assert secrets("prefetch") == {"hf_token"}
     assert secrets("vllm") == {"vllm_api_key"}  # offline: it never needs the Hub token
     assert secrets("smoke") == {"vllm_api_key"}
+    assert secrets("bench") == {"vllm_api_key"}
     assert secrets("prometheus") == secrets("grafana") == set()
     for name in ENGINE_SERVICES:
         assert secrets(name) == ({"hf_token"} if name.endswith("-prefetch") else {"vllm_api_key"}), name
@@ -437,7 +481,8 @@ def test_makefile_names_every_compose_profile(repo: Path, no_env: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     profiles = set(proc.stdout.split())
     line = re.search(r"(?m)^COMPOSE_ALL := (.*)$", (repo / "Makefile").read_text()).group(1)
-    assert set(re.findall(r"--profile (\S+)", line)) == profiles == {"smoke", "monitoring", *ENGINE_SERVICES.values()}
+    expected = {"smoke", "monitoring", "bench", *ENGINE_SERVICES.values()}
+    assert set(re.findall(r"--profile (\S+)", line)) == profiles == expected
 
 
 def test_extra_args_examples_are_collected_from_every_place_they_are_written(tmp_path: Path) -> None:

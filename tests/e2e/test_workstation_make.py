@@ -179,7 +179,9 @@ def test_up_rejects_bad_settings_before_doing_anything(
 
 
 # Every compose profile, so that `down`/`ps`/`logs` see the services of each (test_compose checks the list).
-ALL_PROFILES = "--profile smoke --profile monitoring --profile sglang --profile llamacpp --profile llamacpp-cpu"
+ALL_PROFILES = (
+    "--profile smoke --profile monitoring --profile sglang --profile llamacpp --profile llamacpp-cpu --profile bench"
+)
 
 
 def test_down_keeps_the_cache_volumes(repo: Path, fake: Fake) -> None:
@@ -195,6 +197,7 @@ def test_down_keeps_the_cache_volumes(repo: Path, fake: Fake) -> None:
         ("ps", f"compose {ALL_PROFILES} ps --all"),
         ("logs", f"compose {ALL_PROFILES} logs --follow --tail 100"),
         ("smoke", "compose --profile smoke run --rm --no-deps smoke"),
+        ("bench", "compose --profile bench run --rm --no-deps bench"),
     ],
 )
 def test_inspection_targets(repo: Path, fake: Fake, target: str, expected: str) -> None:

@@ -1,0 +1,116 @@
+"""What the benchmark is talking to: the served model, the engine label and a format guess.
+
+Labels are what make rows from different engines merge into one table, so they follow one spelling:
+``vLLM v0.21.0``, ``SGLang v0.5.11``, ``llama.cpp b9297``; ``--engine`` and ``--format`` override them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from deploy.bench.client import BenchError, ServerClient
+
+_OWNER_LABEL = {"vllm": "vLLM", "sglang": "SGLang", "llamacpp": "llama.cpp", "llama.cpp": "llama.cpp"}
+# Checkpoint format spelled in the model id, most specific first.
+_FORMATS = (
+    "W8A16",
+    "W4A16",
+    "W8A8",
+    "FP8",
+    "NVFP4",
+    "AWQ",
+    "GPTQ",
+    "IQ4_XS",
+    "Q4_K_M",
+    "Q5_K_M",
+    "Q6_K",
+    "Q8_0",
+    "Q4_0",
+    "BF16",
+    "FP16",
+)
+
+
+def pick_model(models: list[dict[str, Any]], requested: str | None, base_url: str) -> dict[str, Any]:
+    """The model card to benchmark: the one named ``requested``, or the only one served."""
+    ids = [str(m.get("id")) for m in models]
+    if requested:
+        for card in models:
+            if card.get("id") == requested:
+                return card
+        raise BenchError(f"{base_url} does not serve model {requested!r}; it serves {ids or 'nothing'}: fix --model")
+    if not models:
+        raise BenchError(f"{base_url}/v1/models lists no model; is the server still loading?")
+    if len(models) > 1:
+        raise BenchError(f"{base_url} serves several models {ids}: choose one with --model")
+    return models[0]
+
+
+def guess_format(model_id: str) -> str:
+    """The quantisation format named in a model id (``...-W8A16`` -> ``W8A16``), else ``?``."""
+    upper = model_id.upper()
+    for name in _FORMATS:
+        if re.search(rf"(^|[^A-Z0-9]){re.escape(name)}($|[^A-Z0-9])", upper):
+            return f"{name} GGUF" if name.startswith(("Q", "IQ")) else name
+    return "?"
+
+
+async def detect_engine(client: ServerClient, card: dict[str, Any]) -> str:
+    """The engine label, e.g. ``vLLM v0.21.0``.
+
+    Read from ``/version`` (vLLM), ``/get_server_info`` (SGLang), ``/props`` (llama.cpp) or ``/v1/models``'
+    ``owned_by``; the bare owner name when nothing says the version.
+    """
+    owner = str(card.get("owned_by") or "")
+    name = _OWNER_LABEL.get(owner.lower())
+    if name in (None, "vLLM"):
+        response = await client.try_get("/version")
+        if response is not None and response.status_code == 200:
+            try:
+                version = response.json().get("version")
+            except (ValueError, AttributeError):
+                version = None
+            if version:
+                return f"vLLM v{version}"
+    if name in (None, "SGLang"):
+        response = await client.try_get("/get_server_info")
+        if response is not None and response.status_code == 200:
+            try:
+                version = response.json().get("version")
+            except (ValueError, AttributeError):
+                version = None
+            if version:
+                return f"SGLang v{version}"
+    if name in (None, "llama.cpp"):
+        response = await client.try_get("/props")
+        if response is not None and response.status_code == 200:
+            try:
+                build = str(response.json().get("build_info") or "")
+            except (ValueError, AttributeError):
+                build = ""
+            if match := re.match(r"(b\d+)", build):
+                return f"llama.cpp {match[1]}"
+    return name or owner or "unknown"
+
+
+async def detect_format(client: ServerClient, card: dict[str, Any]) -> str:
+    """The format label, e.g. ``W8A16`` or ``Q8_0 GGUF``; ``?`` when nothing names it.
+
+    Read from the model id, vLLM's ``root`` (the checkpoint behind a served name), llama.cpp's ``/props``
+    ``model_path`` or SGLang's ``/get_server_info`` ``model_path``.
+    """
+    for name in (card.get("id"), card.get("root")):
+        if name and (label := guess_format(str(name))) != "?":
+            return label
+    for path, key in (("/props", "model_path"), ("/get_server_info", "model_path")):
+        response = await client.try_get(path)
+        if response is None or response.status_code != 200:
+            continue
+        try:
+            value = response.json().get(key)
+        except (ValueError, AttributeError):
+            continue
+        if value and (label := guess_format(str(value))) != "?":
+            return label
+    return "?"

@@ -1,0 +1,81 @@
+"""The benchmark's metric math against hand-computed examples (vLLM 0.21.0's definitions)."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploy.bench.metrics import RequestSample, Slo, compute_metrics, peak_output_rate, summarize
+
+
+def sample(index: int, *, start: float, ttft: float, itl: list[float], out: int, prompt: int = 10) -> RequestSample:
+    return RequestSample(
+        index=index,
+        success=True,
+        start=start,
+        ttft=ttft,
+        itl=itl,
+        latency=ttft + sum(itl),
+        prompt_tokens=prompt,
+        output_tokens=out,
+    )
+
+
+def test_tpot_excludes_the_first_token() -> None:
+    s = sample(0, start=0.0, ttft=0.5, itl=[0.1, 0.1, 0.2], out=4)
+    assert s.latency == pytest.approx(0.9)
+    assert s.tpot == pytest.approx((0.9 - 0.5) / 3)
+
+
+def test_one_token_answers_have_no_tpot() -> None:
+    assert sample(0, start=0, ttft=0.2, itl=[], out=1).tpot is None
+
+
+def test_run_metrics_by_hand() -> None:
+    a = sample(0, start=0.0, ttft=0.2, itl=[0.1, 0.1, 0.1], out=4, prompt=100)  # latency 0.5
+    b = sample(1, start=0.5, ttft=0.4, itl=[0.3], out=2, prompt=50)  # latency 0.7
+    failed = RequestSample(index=2, success=False, error="HTTP 500")
+    m = compute_metrics([a, b, failed], duration_s=2.0)
+    assert m["completed"] == 2 and m["failed"] == 1
+    assert m["total_input_tokens"] == 150 and m["total_output_tokens"] == 6
+    assert m["request_throughput"] == pytest.approx(1.0)
+    assert m["output_throughput"] == pytest.approx(3.0)
+    assert m["total_token_throughput"] == pytest.approx(78.0)
+    assert m["ttft_ms"]["mean"] == pytest.approx(300.0)
+    assert m["ttft_ms"]["median"] == pytest.approx(300.0)
+    # numpy's linear percentile of [200, 400]: p90 = 200 + 0.9 * 200
+    assert m["ttft_ms"]["p90"] == pytest.approx(380.0)
+    # TPOT: a = 0.3/3 = 100 ms, b = 0.3/1 = 300 ms
+    assert m["tpot_ms"]["mean"] == pytest.approx(200.0)
+    # ITL pools every gap of every request: [100, 100, 100, 300]
+    assert m["itl_ms"]["mean"] == pytest.approx(150.0)
+    assert m["itl_ms"]["median"] == pytest.approx(100.0)
+    assert m["e2el_ms"]["mean"] == pytest.approx(600.0)
+    assert m["request_goodput"] is None
+
+
+def test_goodput_counts_requests_meeting_every_slo() -> None:
+    a = sample(0, start=0.0, ttft=0.2, itl=[0.1, 0.1, 0.1], out=4)  # TPOT 100 ms, E2EL 500 ms
+    b = sample(1, start=0.0, ttft=0.4, itl=[0.3], out=2)  # TPOT 300 ms
+    c = sample(2, start=0.0, ttft=0.1, itl=[], out=1)  # no TPOT: counts as 0 for goodput
+    m = compute_metrics([a, b, c], 4.0, slo=Slo(ttft_ms=300, tpot_ms=150))
+    assert m["request_goodput"] == pytest.approx(2 / 4.0)  # a and c
+    m = compute_metrics([a, b, c], 4.0, slo=Slo(e2el_ms=500))
+    assert m["request_goodput"] == pytest.approx(2 / 4.0)  # a (exactly 500) and c
+
+
+def test_empty_summary_is_zeros_like_vllm() -> None:
+    assert summarize([]) == {"mean": 0.0, "median": 0.0, "std": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0}
+
+
+def test_peak_output_rate_counts_messages_per_second() -> None:
+    # a: messages at 0.2, 0.3, 0.4, 0.5; b: messages at 1.1, 1.4 -> 4 in second 0, 2 in second 1
+    a = sample(0, start=0.0, ttft=0.2, itl=[0.1, 0.1, 0.1], out=4)
+    b = sample(1, start=0.7, ttft=0.4, itl=[0.3], out=2)
+    peak, running = peak_output_rate([a, b])
+    assert peak == 4.0
+    assert running == 2  # both active during second 0
+
+
+def test_duration_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        compute_metrics([], 0.0)
