@@ -25,7 +25,7 @@ class CheckError(AssertionError):
     """A check failed; the message is the one-line reason shown in every report."""
 
 
-class NotReady(CheckError):
+class NotReadyError(CheckError):
     """The server did not become ready (exit code 3)."""
 
 
@@ -158,7 +158,7 @@ class SmokeClient:
         return stream
 
     def wait_until_ready(self, model: str | None) -> Ready:
-        """Wait up to ``--wait`` for the model list and a real 1-token completion; :class:`NotReady` otherwise.
+        """Wait up to ``--wait`` for the model list and a real 1-token completion; :class:`NotReadyError` otherwise.
 
         Connection failures, timeouts and 502/503/504 are retried with backoff (the server is loading or
         restarting); any other answer fails at once, because waiting longer cannot fix it.
@@ -174,11 +174,11 @@ class SmokeClient:
                     model = self._first_model(left)
                 self._one_token(model, left)
                 return Ready(model=model, waited_s=time.monotonic() - started, attempts=attempts)
-            except _Retry as exc:
+            except _RetryError as exc:
                 last = str(exc)
             now = time.monotonic()
             if now >= deadline:
-                raise NotReady(
+                raise NotReadyError(
                     f"{self.base_url} did not become ready within {self.settings.wait_s:g} s (--wait) after "
                     f"{attempts} attempt(s); last: {last}. Is the server running and done loading? {LOGS_HINT}"
                 )
@@ -186,22 +186,24 @@ class SmokeClient:
             delay = min(delay * 1.6, 5.0)
 
     def _ready_request(self, method: str, path: str, timeout: float, **kwargs: Any) -> httpx.Response:
-        """A readiness request: retryable failures raise :class:`_Retry`, others :class:`NotReady`."""
+        """A readiness request: retryable failures raise :class:`_RetryError`, others :class:`NotReadyError`."""
         where = f"{method} {path}"
         try:
             response = self._http.request(method, path, headers=self.headers(), timeout=self.timeout(timeout), **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise _Retry(f"{where}: cannot connect ({exc})") from exc
+            raise _RetryError(f"{where}: cannot connect ({exc})") from exc
         except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            raise _Retry(f"{where}: {type(exc).__name__}") from exc
+            raise _RetryError(f"{where}: {type(exc).__name__}") from exc
         except httpx.HTTPError as exc:
-            raise NotReady(f"{where}: {type(exc).__name__}: {exc}") from exc
+            raise NotReadyError(f"{where}: {type(exc).__name__}: {exc}") from exc
         if response.status_code in RETRY_STATUSES:
-            raise _Retry(f"{where} answered {response.status_code} ({excerpt(response)})")
+            raise _RetryError(f"{where} answered {response.status_code} ({excerpt(response)})")
         if response.status_code == 401:
-            raise NotReady(f"{where} answered 401: the API key is missing or wrong; pass --api-key or SMOKE_API_KEY")
+            raise NotReadyError(
+                f"{where} answered 401: the API key is missing or wrong; pass --api-key or SMOKE_API_KEY"
+            )
         if response.status_code != 200:
-            raise NotReady(f"{where} answered {response.status_code}: {excerpt(response)}; {LOGS_HINT}")
+            raise NotReadyError(f"{where} answered {response.status_code}: {excerpt(response)}; {LOGS_HINT}")
         return response
 
     def _first_model(self, timeout: float) -> str:
@@ -210,7 +212,7 @@ class SmokeClient:
             data = response.json().get("data")
             return str(data[0]["id"])
         except (ValueError, AttributeError, LookupError, TypeError) as exc:
-            raise NotReady(f"GET /v1/models lists no model: {excerpt(response)}; pass --model NAME") from exc
+            raise NotReadyError(f"GET /v1/models lists no model: {excerpt(response)}; pass --model NAME") from exc
 
     def _one_token(self, model: str, timeout: float) -> None:
         body = {"model": model, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1}
@@ -219,8 +221,8 @@ class SmokeClient:
             choices = response.json()["choices"]
             choices[0]["message"]
         except (ValueError, LookupError, TypeError) as exc:
-            raise NotReady(f"the 1-token completion came back without a choice: {excerpt(response)}") from exc
+            raise NotReadyError(f"the 1-token completion came back without a choice: {excerpt(response)}") from exc
 
 
-class _Retry(Exception):
+class _RetryError(Exception):
     """A readiness attempt failed in a way that waiting can fix."""

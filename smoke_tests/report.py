@@ -95,7 +95,7 @@ class Collector:
 def _reason(report: pytest.TestReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr)
-    for prefix in ("smoke_tests.client.CheckError: ", "smoke_tests.client.NotReady: ", "AssertionError: "):
+    for prefix in ("smoke_tests.client.CheckError: ", "smoke_tests.client.NotReadyError: ", "AssertionError: "):
         text = text.removeprefix(prefix)
     return " ".join(text.split())
 
