@@ -60,3 +60,13 @@ ps: ## Show the services, their state and health
 
 images: ## Build the vLLM and smoke images; push them when REGISTRY is set
 	@scripts/images.sh
+
+# ---- Smoke suite (issue 3) -------------------------------------------------------------------------
+.PHONY: smoke-url smoke-bench
+
+smoke-url: tools ## Run the smoke suite from this checkout against any server: make smoke-url URL=http://host:8000 [SMOKE_ARGS=...]
+	@if [ -z "$(URL)" ]; then echo "make smoke-url: set URL=http://HOST:PORT (the server's base URL)" >&2; exit 2; fi
+	@$(RUN) $(PY) -m smoke_tests --base-url "$(URL)" $(SMOKE_ARGS)
+
+smoke-bench: tools ## Print the smoke suite's wall time against a local CPU server and a stub (not asserted)
+	@$(RUN) $(PY) -m tests.fixtures.smoke_bench

@@ -117,7 +117,7 @@ LLAMACPP = Engine(
     overflow_status=400,
     bad_image_statuses=(400, 599),
     done_required=True,
-    usage_own_chunk=False,
+    usage_own_chunk=True,
     metrics=(
         "llamacpp:requests_processing",
         "llamacpp:requests_deferred",
@@ -131,7 +131,6 @@ LLAMACPP = Engine(
         "not the served one",
         "unknown_model_status": "a single-model llama-server ignores `model` and answers with its one model",
         "echoes_model": "llama-server's answer may name the model differently from the request",
-        "usage_own_chunk": "llama-server may attach usage to the last chunk instead of its own",
         "models_need_key": "llama-server leaves /v1/models public (/health, /models, /v1/models are open)",
     },
 )
