@@ -8,6 +8,7 @@ import ast
 import importlib.metadata
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,7 +85,14 @@ def test_the_pinned_set_installs_alone_and_runs_the_suite(repo: Path, tmp_path: 
     subprocess.run([*install, "-r", str(repo / "requirements/smoke.txt")], check=True, timeout=300)
     check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True, timeout=60, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
-    env = {"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    # The image's layout and environment: the package alone under /opt-like PYTHONPATH, no bytecode written.
+    shutil.copytree(repo / "smoke_tests", tmp_path / "opt/smoke_tests", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {
+        "PYTHONPATH": str(tmp_path / "opt"),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
     proc = subprocess.run(
         [python, "-c", "import torch"],
         capture_output=True,
@@ -106,4 +114,6 @@ def test_the_pinned_set_installs_alone_and_runs_the_suite(repo: Path, tmp_path: 
     )
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "FAILED ready.server_ready: http://127.0.0.1:9 did not become ready" in proc.stdout
+    # Nothing written at run time, so a read-only root file system (the Helm test pod) works.
     assert not list(tmp_path.glob(".pytest_cache")), "the suite must not write a cache into the working directory"
+    assert not list((tmp_path / "opt").rglob("__pycache__")), "the suite must not write bytecode next to itself"

@@ -70,6 +70,12 @@ VLLM_FAULTS = [
     ("wrong_model_listed", {"models.lists_served_model", "models.max_model_len"}, "not the model under test"),
     ("wrong_max_model_len", {"models.max_model_len"}, "max_model_len 16384 for 'gemma-4-e2b-it', expected 32768"),
     ("wrong_model_echoed", {"chat.response_shape"}, "`model` is 'another-name'"),
+    (
+        "empty_content",
+        {"chat.response_shape", "stream.matches_non_streamed", "vision.image[PNG]", "vision.image[JPEG]"}
+        | {"answers.arithmetic", "answers.image_colour[red]", "answers.image_colour[blue]"},
+        "`choices[0].message.content` is empty",
+    ),
     ("bad_finish_reason", {"chat.response_shape"}, "finish_reason 'done' is not one of"),
     ("usage_inconsistent", {"chat.usage", "stream.usage_chunk"} | VISION_ALL, "!="),
     ("completion_over_max", {"chat.usage", "stream.usage_chunk"} | VISION_ALL, "exceeds max_tokens 24"),
@@ -93,6 +99,7 @@ VLLM_FAULTS = [
 ]
 # Where a fault fails several checks, the check whose message the table's fragment comes from.
 PRIMARY = {
+    "empty_content": "chat.response_shape",
     "usage_inconsistent": "chat.usage",
     "completion_over_max": "chat.usage",
     "two_finish_reasons": "stream.one_finish_reason",
