@@ -83,7 +83,6 @@ def pytest_args(options: argparse.Namespace, junitxml: str | None) -> list[str]:
         os.devnull,
         "--rootdir",
         str(PACKAGE_DIR),
-        "--disable-plugin-autoload",
         "-p",
         "no:cacheprovider",
         "-o",
@@ -91,6 +90,9 @@ def pytest_args(options: argparse.Namespace, junitxml: str | None) -> list[str]:
         "-o",
         "junit_family=xunit2",
     ]
+    # Third-party pytest plugins installed beside the suite (pytest-timeout, anyio...) stay out of its runs.
+    if pytest.version_tuple >= (8, 4):
+        args.append("--disable-plugin-autoload")
     args += ["-v", "--tb=short"] if options.verbose else ["-p", "no:terminal"]
     if options.select:
         args += ["-k", options.select]
@@ -122,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(highlight=False)
     collector = Collector()
     started = time.monotonic()
+    if pytest.version_tuple < (8, 4):  # no --disable-plugin-autoload yet: the variable does the same
+        os.environ.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     try:
         code = pytest.main(
             pytest_args(options, outputs["junitxml"]),
