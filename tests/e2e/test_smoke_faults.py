@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from smoke_tests.__main__ import main
-from tests.fixtures.openai_stub import MODEL, Stub, build_app
+from tests.fixtures.openai_stub import FAULTS, MODEL, Stub, build_app
 from tests.fixtures.servers import closed_port_url, run_asgi
 
 KEY = "sk-smoke-test-0123456789"
@@ -311,3 +311,18 @@ def test_generic_mode_accepts_a_stream_without_done(stub, tmp_path: Path) -> Non
     assert code == 0
     done = next(c for c in report["checks"] if c["name"] == "stream.done_is_last")
     assert done["detail"] == "no [DONE] (optional on --server generic)"
+
+
+# Checks shown failing by the dedicated tests above rather than by the VLLM_FAULTS table.
+FAILED_ELSEWHERE = {"ready.server_ready", "auth.missing_key_rejected", "auth.wrong_key_rejected", "auth.health_open"}
+
+
+def test_every_check_is_shown_to_fail_and_every_fault_is_used(stub, tmp_path: Path) -> None:
+    url, s = stub["vllm"]
+    s.api_key = KEY
+    _, report = run(tmp_path, url, "--api-key", KEY)
+    every_check = {c["name"] for c in report["checks"]}
+    shown = set().union(*(expected for _, expected, _ in VLLM_FAULTS)) | FAILED_ELSEWHERE
+    assert every_check - shown == set(), "a check no fault makes fail"
+    source = Path(__file__).read_text()
+    assert {f for f in FAULTS if f'"{f}"' not in source} == set(), "a stub fault no test injects"
