@@ -13,7 +13,10 @@ from rich.table import Table
 
 from smoke_tests.settings import Settings
 
-OUTCOME_STYLE = {"passed": "green", "failed": "bold red", "skipped": "yellow"}
+# A check that never reported: the run was interrupted before it.
+NOT_RUN = "not run"
+OUTCOME_STYLE = {"passed": "green", "failed": "bold red", "skipped": "yellow", NOT_RUN: "dim"}
+OUTCOMES = ("passed", "failed", "skipped", NOT_RUN)
 # The table keeps reasons short; the full reason of each failure is printed on its own line below it.
 TABLE_NOTE_CHARS = 90
 
@@ -24,7 +27,7 @@ class CheckResult:
 
     name: str
     description: str
-    outcome: str  # passed | failed | skipped
+    outcome: str  # passed | failed | skipped | not run
     duration_s: float
     message: str = ""
     detail: str = ""
@@ -52,7 +55,7 @@ class RunReport:
             "settings": settings,
             "exit_code": self.exit_code,
             "duration_s": round(self.duration_s, 3),
-            "summary": {o: self.count(o) for o in ("passed", "failed", "skipped")},
+            "summary": {o.replace(" ", "_"): self.count(o) for o in OUTCOMES},
             "checks": [asdict(c) | {"duration_s": round(c.duration_s, 3)} for c in self.checks],
         }
 
@@ -67,17 +70,19 @@ class Collector:
         """Fold setup/call/teardown reports into one result per test (the first failure wins)."""
         result = self.results.get(report.nodeid)
         if result is None:
-            result = self.results[report.nodeid] = CheckResult(report.nodeid, "", "passed", 0.0)
+            result = self.results[report.nodeid] = CheckResult(report.nodeid, "", NOT_RUN, 0.0)
         result.duration_s += report.duration
         detail = dict(report.user_properties).get("detail")
         if detail:
             result.detail = str(detail)
-        if result.outcome != "passed":
+        if result.outcome == "failed":
             return
         if report.failed:
             result.outcome, result.message = "failed", _reason(report)
         elif report.skipped:
             result.outcome, result.message = "skipped", _skip_reason(report)
+        elif report.when == "call" and result.outcome == NOT_RUN:
+            result.outcome = "passed"
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """Remember each selected check's display name and docstring, in run order."""
@@ -85,7 +90,7 @@ class Collector:
 
         for item in session.items:
             doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines()
-            self.results[item.nodeid] = CheckResult(check_name(item), doc[0] if doc else "", "passed", 0.0)
+            self.results[item.nodeid] = CheckResult(check_name(item), doc[0] if doc else "", NOT_RUN, 0.0)
 
     def ordered(self) -> list[CheckResult]:
         """Results in run order."""
@@ -119,8 +124,9 @@ def print_table(run: RunReport, console: Console) -> None:
             note = note[: TABLE_NOTE_CHARS - 3] + "..."
         table.add_row(escape(check.name), f"[{style}]{check.outcome}[/]", f"{check.duration_s:.2f} s", escape(note))
     console.print(table)
+    not_run = f", {run.count(NOT_RUN)} not run (interrupted)" if run.count(NOT_RUN) else ""
     console.print(
-        f"{run.count('passed')} passed, {run.count('failed')} failed, {run.count('skipped')} skipped "
+        f"{run.count('passed')} passed, {run.count('failed')} failed, {run.count('skipped')} skipped{not_run} "
         f"in {run.duration_s:.1f} s"
     )
     for check in run.checks:
@@ -131,7 +137,7 @@ def print_table(run: RunReport, console: Console) -> None:
 def markdown(run: RunReport) -> str:
     """A Markdown summary for CI step summaries (GitHub's $GITHUB_STEP_SUMMARY and the like)."""
     s = run.settings
-    icon = {"passed": "pass", "failed": "**FAIL**", "skipped": "skip"}
+    icon = {"passed": "pass", "failed": "**FAIL**", "skipped": "skip", NOT_RUN: "not run"}
     lines = [
         f"### gemma4-serve smoke: {'passed' if run.exit_code == 0 else 'FAILED'}",
         "",

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from smoke_tests.__main__ import main
+from tests.conftest import REPO
 from tests.fixtures.openai_stub import FAULTS, MODEL, Stub, build_app
 from tests.fixtures.servers import closed_port_url, run_asgi
 
@@ -326,3 +331,31 @@ def test_every_check_is_shown_to_fail_and_every_fault_is_used(stub, tmp_path: Pa
     assert every_check - shown == set(), "a check no fault makes fail"
     source = Path(__file__).read_text()
     assert {f for f in FAULTS if f'"{f}"' not in source} == set(), "a stub fault no test injects"
+
+
+def test_ctrl_c_exits_130_with_the_partial_report(stub, tmp_path: Path) -> None:
+    url, s = stub["vllm"]
+    s.break_("stall")
+    command = [
+        sys.executable,
+        "-m",
+        "smoke_tests",
+        "--base-url",
+        url,
+        "--stall-timeout",
+        "60",
+        "--select",
+        "test_stream",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 20
+    while not any(r.endswith("/v1/chat/completions") for r in s.requests[-1:]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the stream is open and stalled now
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 130, output
+    # The report still comes; the checks the interrupt cut off are "not run", never "passed".
+    assert "stream.sse_framing" in output and "not run" in output
+    assert "0 passed, 0 failed, 0 skipped, 6 not run (interrupted)" in output
