@@ -54,7 +54,7 @@ def excerpt(response: httpx.Response, limit: int = 200) -> str:
 class SmokeClient:
     """httpx client bound to the server under test, with the API key when one is set."""
 
-    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.base_url = settings.base_url
         # trust_env=False: the suite talks to the server directly, never through an HTTP(S)_PROXY meant for
@@ -64,7 +64,6 @@ class SmokeClient:
             timeout=self.timeout(),
             trust_env=False,
             follow_redirects=False,
-            transport=transport,
         )
 
     def close(self) -> None:

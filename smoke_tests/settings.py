@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -110,8 +110,3 @@ def _validate(s: Settings) -> None:
         raise UsageError(f"--max-model-len must be the served context length in tokens, not {s.max_model_len}")
     if not 1 <= s.burst <= 64:
         raise UsageError(f"--burst must be between 1 and 64 concurrent streams, not {s.burst}")
-
-
-def field_names() -> list[str]:
-    """Names of the settings, in declaration order (for reports)."""
-    return [f.name for f in fields(Settings)]
