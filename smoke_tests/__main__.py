@@ -139,10 +139,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: --select {options.select!r} matched no check", file=sys.stderr)
     else:
         print_table(run, console)
-    if outputs["json"]:
-        write_json(run, outputs["json"])
-    if outputs["markdown"]:
-        Path(outputs["markdown"]).write_text(markdown(run), encoding="utf-8")
+    try:
+        if outputs["json"]:
+            write_json(run, outputs["json"])
+        if outputs["markdown"]:
+            Path(outputs["markdown"]).write_text(markdown(run), encoding="utf-8")
+    except OSError as exc:
+        print(f"error: cannot write a report: {exc}; point --json/--markdown at a writable path", file=sys.stderr)
+        return max(run.exit_code, EXIT_FAILED)
+    written = [path for path in outputs.values() if path]
+    if written:
+        console.print(f"reports: {', '.join(written)}", markup=False, highlight=False)
     return run.exit_code
 
 

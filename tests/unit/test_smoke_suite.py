@@ -114,3 +114,9 @@ def test_markdown_and_json_never_carry_the_key() -> None:
 def test_cli_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == EXIT_USAGE
     assert message in capsys.readouterr().err
+
+
+def test_an_unwritable_report_path_is_an_error_not_a_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--base-url", "http://127.0.0.1:9", "--select", "no_such_check", "--json", str(tmp_path / "x/y.json")])
+    assert code == EXIT_USAGE  # nothing selected: usage error wins, and the report path is still tried
+    assert "cannot write a report" in capsys.readouterr().err
