@@ -359,3 +359,43 @@ def test_ctrl_c_exits_130_with_the_partial_report(stub, tmp_path: Path) -> None:
     # The report still comes; the checks the interrupt cut off are "not run", never "passed".
     assert "stream.sse_framing" in output and "not run" in output
     assert "0 passed, 0 failed, 0 skipped, 6 not run (interrupted)" in output
+
+
+def test_a_server_error_at_readiness_fails_at_once(stub, tmp_path: Path) -> None:
+    url, s = stub["vllm"]
+    s.dead = True  # every completion answers 500: waiting cannot fix it
+    started = time.monotonic()
+    code, report = run(tmp_path, url, "--wait", "30")
+    assert time.monotonic() - started < 5
+    assert code == 3
+    message = failed(report)["ready.server_ready"]
+    assert message.startswith("POST /v1/chat/completions answered 500: 'engine dead after the previous error'")
+
+
+def test_environment_alone_configures_a_run_as_compose_and_helm_do(
+    stub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, s = stub["sglang"]
+    s.api_key = KEY
+    (tmp_path / "key").write_text(KEY + "\n")
+    for name, value in {
+        "SMOKE_BASE_URL": url + "/v1",
+        "SMOKE_SERVER": "sglang",
+        "SMOKE_LEVEL": "protocol",
+        "SMOKE_WAIT": "5",
+        "SMOKE_MODEL": "",  # compose passes an unset variable through as empty: the first listed model is used
+        "SMOKE_API_KEY_FILE": str(tmp_path / "key"),
+        "SMOKE_JSON": str(tmp_path / "env.json"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SMOKE_API_KEY", raising=False)
+    assert main([]) == 0
+    report = json.loads((tmp_path / "env.json").read_text())
+    settings = report["settings"]
+    assert (settings["base_url"], settings["server"], settings["level"], settings["api_key_set"]) == (
+        url,
+        "sglang",
+        "protocol",
+        True,
+    )
+    assert report["summary"]["failed"] == 0 and report["summary"]["passed"] >= 15
