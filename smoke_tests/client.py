@@ -115,7 +115,7 @@ class SmokeClient:
             raise CheckError(f"POST /v1/chat/completions answered 200 with {type(answer).__name__}, not an object")
         return answer
 
-    def stream(self, body: dict[str, Any], *, key: str | bool | None = True) -> Stream:
+    def stream(self, body: dict[str, Any]) -> Stream:
         """A streamed chat completion read line by line; stalls and overruns fail with their own message."""
         body = {**body, "stream": True}
         stream = Stream()
@@ -127,7 +127,7 @@ class SmokeClient:
                 "POST",
                 "/v1/chat/completions",
                 json=body,
-                headers=self.headers(key),
+                headers=self.headers(),
                 timeout=self.timeout(stream=True),
             ) as response:
                 if response.status_code != 200:
