@@ -117,3 +117,11 @@ def test_the_pinned_set_installs_alone_and_runs_the_suite(repo: Path, tmp_path: 
     # Nothing written at run time, so a read-only root file system (the Helm test pod) works.
     assert not list(tmp_path.glob(".pytest_cache")), "the suite must not write a cache into the working directory"
     assert not list((tmp_path / "opt").rglob("__pycache__")), "the suite must not write bytecode next to itself"
+
+
+def test_build_context_keeps_what_the_image_copies(repo: Path) -> None:
+    patterns = {
+        line.strip() for line in (repo / ".dockerignore").read_text().splitlines() if line.strip()[:1] not in ("", "#")
+    }
+    for needed in ("requirements", "requirements/smoke.txt", "smoke_tests"):
+        assert not patterns & {needed, needed + "/", "*", "requirements/*"}, needed
