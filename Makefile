@@ -93,3 +93,13 @@ bench: ## Benchmark the running deployment: the card's table into reports/bench 
 
 bench-overhead: tools ## How fast the bench client is vs `vllm bench serve`, on a zero-latency local server
 	@$(RUN) $(PY) -m deploy bench --client-overhead $(BENCH_ARGS)
+
+# ---- Smoke suite (issue 3) -------------------------------------------------------------------------
+.PHONY: smoke-url smoke-bench
+
+smoke-url: tools ## Run the smoke suite from this checkout against any server: make smoke-url URL=http://host:8000 [SMOKE_ARGS=...]
+	@if [ -z "$(URL)" ]; then echo "make smoke-url: set URL=http://HOST:PORT (the server's base URL)" >&2; exit 2; fi
+	@$(RUN) $(PY) -m smoke_tests --base-url "$(URL)" $(SMOKE_ARGS)
+
+smoke-bench: tools ## Print the smoke suite's wall time against a local CPU server and a stub (not asserted)
+	@$(RUN) $(PY) -m tests.fixtures.smoke_bench
