@@ -17,6 +17,10 @@ from deploy.secret_files import SecretFileError, load_secret_files
 COMMANDS: dict[str, str] = {
     "probe": "deploy.probe",
     "profiles": "deploy.profiles_cli",
+    "fit": "deploy.fit_cli",
+    "launch": "deploy.launch",
+    "fetch": "deploy.fetch",
+    "verify": "deploy.verify",
 }
 
 
