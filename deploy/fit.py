@@ -101,17 +101,17 @@ class ServeArgs:
             raise FitError(f"--limit-mm-per-prompt {bad}: modalities are image, audio, video with counts >= 0")
 
     def tower_enabled(self, modality: str) -> bool:
-        """VLLM skips a tower whose modality is limited to 0 items."""
+        """Whether the tower for ``modality`` is loaded (vLLM skips one limited to 0 items)."""
         return self.limit_mm_per_prompt.get(modality, 1) > 0
 
 
 def default_max_num_seqs(total_bytes: int, gpu_name: str = "") -> int:
-    """VLLM 0.21.0's OpenAI-server default for ``--max-num-seqs`` on this card."""
+    """The OpenAI server's default ``--max-num-seqs`` in vLLM 0.21.0 for this card."""
     return 1024 if total_bytes >= LARGE_GPU_BYTES and "a100" not in gpu_name.lower() else 256
 
 
 def default_max_num_batched_tokens(total_bytes: int, gpu_name: str = "") -> int:
-    """VLLM 0.21.0's OpenAI-server default for ``--max-num-batched-tokens`` on this card."""
+    """The OpenAI server's default ``--max-num-batched-tokens`` in vLLM 0.21.0 for this card."""
     return 8192 if total_bytes >= LARGE_GPU_BYTES and "a100" not in gpu_name.lower() else 2048
 
 
@@ -121,8 +121,9 @@ def fp8_kv_supported(compute_capability: tuple[int, int]) -> bool:
 
 
 def utilization_for(total_bytes: int) -> float:
-    """The gpu-memory-utilization rule: leave the CUDA context and a margin outside the budget, round down
-    to a hundredth, never above vLLM's default.
+    """The gpu-memory-utilization rule for a card of ``total_bytes``.
+
+    Leave the CUDA context and a margin outside the budget, round down to a hundredth, never above vLLM's default.
     """
     share = (total_bytes - CUDA_CONTEXT_BYTES - HEADROOM_BYTES) / total_bytes
     return max(0.0, min(VLLM_DEFAULT_GPU_MEMORY_UTILIZATION, math.floor(share * 100) / 100))
@@ -192,8 +193,10 @@ def cuda_graph_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int
 
 
 def encoder_profile_bytes(model: GemmaModel, args: ServeArgs, mnbt: int, max_num_seqs: int) -> tuple[int, str]:
-    """Peak of vLLM's multimodal encoder dummy run: the modality with the most tokens per item, as many items
-    as the encoder budget allows (``multimodal/encoder_budget.py``).
+    """Peak of vLLM's multimodal encoder dummy run.
+
+    The modality with the most tokens per item, as many items as the encoder budget allows
+    (``multimodal/encoder_budget.py``).
     """
     candidates = {}
     v = model.config.get("vision_config")
@@ -331,8 +334,9 @@ def plan(
         fits, reason = (
             False,
             (
-                f"gpu-memory-utilization {args.gpu_memory_utilization} asks for {requested / GiB:.2f} GiB, but with the "
-                f"CUDA context ({CUDA_CONTEXT_BYTES / GiB:.2f} GiB) that is more than the card's {total_bytes / GiB:.2f} GiB"
+                f"gpu-memory-utilization {args.gpu_memory_utilization} asks for {requested / GiB:.2f} GiB, but "
+                f"with the CUDA context ({CUDA_CONTEXT_BYTES / GiB:.2f} GiB) that is more than the card's "
+                f"{total_bytes / GiB:.2f} GiB"
             ),
         )
     elif budget <= 0:

@@ -1,4 +1,4 @@
-"""``python -m deploy fit``: will Gemma 4 E2B start on this GPU with these arguments, and what is the cost?
+"""``python -m deploy fit``: whether Gemma 4 E2B starts on a GPU with given arguments, and at what cost.
 
 Exit 0 when it fits, 1 when it does not, 2 on bad input.
 """
@@ -104,9 +104,7 @@ def _serve_args(a: argparse.Namespace, cc: tuple[int, int]) -> ServeArgs:
 
 
 def _print_plan(p: Plan) -> None:
-    print(
-        f"GPU: {p.total_bytes / GiB:.2f} GiB; budget (gpu-memory-utilization x total): {p.requested_bytes / GiB:.2f} GiB"
-    )
+    print(f"GPU: {p.total_bytes / GiB:.2f} GiB; budget (utilization x total): {p.requested_bytes / GiB:.2f} GiB")
     print("weights on the GPU:")
     for name, size in p.weights_by_component.items():
         print(f"  {name:<22} {size / GiB:>8.3f} GiB")

@@ -45,7 +45,7 @@ def parse_compute_capability(text: str) -> tuple[int, int]:
 
 
 def parse_query(output: str) -> list[GPU]:
-    """Parse ``nvidia-smi --query-gpu=index,name,memory.total,memory.free,compute_cap --format=csv,noheader,nounits``."""
+    """Parse ``nvidia-smi --query-gpu=<QUERY_FIELDS> --format=csv,noheader,nounits`` output (MiB)."""
     gpus = []
     for line in output.splitlines():
         if not line.strip():

@@ -137,7 +137,7 @@ def concessions(
         )
     if not args.tower_enabled("audio"):
         out.append(
-            "audio input off (limit-mm-per-prompt audio 0): saves the 0.57 GiB audio tower; the bundle serves text+image"
+            "audio input off (limit-mm-per-prompt audio 0): the audio tower is not loaded; the bundle serves text+image"
         )
     if not args.tower_enabled("image"):
         out.append("image input off: text only; saves the vision tower and its encoder profile run")
