@@ -243,7 +243,7 @@ class GemmaModel:
             "decoder_linears": linears,
             "decoder_other": other,
             # per_layer_model_projection, per_layer_projection_norm, final norm
-            "text_other": _params(per_layer_total * h + self.per_layer_dim + h),
+            "text_other": _linear(per_layer_total, h) + _params(self.per_layer_dim + h),
             "vision_tower": self._vision_tower(),
             "audio_tower": self._audio_tower(),
         }
