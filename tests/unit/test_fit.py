@@ -10,9 +10,9 @@ import pytest
 from deploy.__main__ import main
 from deploy.fit import (
     CUDA_CONTEXT_BYTES,
+    FitError,
     GiB,
     MiB,
-    FitError,
     ServeArgs,
     cuda_graph_sizes,
     kv_bytes_per_sequence,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from deploy.__main__ import main
-from deploy.fit import GiB, MiB, FitError, plan
+from deploy.fit import FitError, GiB, MiB, plan
 from deploy.gpu import load_classes, parse_compute_capability
 from deploy.model import GemmaModel
 from deploy.profile_gen import generate, stale
@@ -58,7 +58,7 @@ def test_big_cards_make_no_costly_concession() -> None:
 
 
 def test_too_small_a_card_is_refused_with_the_llama_cpp_path() -> None:
-    with pytest.raises(FitError, match="llama.cpp"):
+    with pytest.raises(FitError, match=r"llama\.cpp"):
         recommend(MODEL, 6 * GiB, (8, 9))
 
 
