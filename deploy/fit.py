@@ -40,8 +40,9 @@ IMAGE_SOFT_TOKENS_DEFAULT = 280  # Gemma 4 processor's default max_soft_tokens
 # Memory the CUDA context and the torch/cuBLAS runtime take before vLLM's first memory snapshot. It is outside
 # `requested`, so it must fit in the (1 - utilization) share of the card. Typical for recent drivers: 300-500 MiB.
 CUDA_CONTEXT_BYTES = 512 * MiB
-# Safety margin kept free beyond the context when choosing gpu-memory-utilization (fragmentation, driver growth).
-HEADROOM_BYTES = 256 * MiB
+# Kept free beyond the context when choosing gpu-memory-utilization: what an idle GPU already shows as used
+# (driver, persistence daemon, a small display) plus growth during start-up.
+HEADROOM_BYTES = 512 * MiB
 # Non-torch memory that grows during vLLM's profile run (cuBLAS/cuBLASLt workspaces, Triton kernels, NCCL-free
 # single-GPU runtime). vLLM measures it; 256 MiB is the assumption.
 NON_TORCH_BYTES = 256 * MiB
