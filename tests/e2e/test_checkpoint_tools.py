@@ -22,6 +22,22 @@ DTYPE_BYTES = {"F32": 4, "BF16": 2, "F16": 2, "I32": 4, "I64": 8, "I8": 1}
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
+def deploy_in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str, **env: str
+) -> subprocess.CompletedProcess:
+    """`python -m deploy ARGS` in this process (verify imports torch via compressed-tensors: seconds per process)."""
+    from deploy.__main__ import main
+
+    for key in [k for k in os.environ if k.startswith(("GEMMA4_", "HF_HUB_OFFLINE", "HF_TOKEN"))]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
 def deploy(*args: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("GEMMA4_", "HF_"))}
     environ.update(PYTHONPATH=str(REPO), **env)
@@ -61,8 +77,10 @@ def test_w8a16_decoder_linears_are_int8_plus_scales(tiny_w8a16_checkpoint: Path)
     assert weights["decoder_linears"] == lin.linear_params + 4 * lin.out_channels + 16 * lin.linear_modules
 
 
-def test_verify_accepts_the_w8a16_snapshot(tiny_w8a16_checkpoint: Path) -> None:
-    proc = deploy("verify", "--model", str(tiny_w8a16_checkpoint))
+def test_verify_accepts_the_w8a16_snapshot(
+    tiny_w8a16_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proc = deploy_in_process(monkeypatch, capsys, "verify", "--model", str(tiny_w8a16_checkpoint))
     assert proc.returncode == 0, proc.stderr
     assert "scheme: W8A16 int channel, pack-quantized" in proc.stdout
     assert "vision_tower" in proc.stdout.split("left unquantized:")[1]
@@ -90,14 +108,16 @@ def test_verify_rejects_a_quantized_vision_tower(tiny_w8a16_checkpoint: Path, tm
         verify(snap)
 
 
-def test_verify_rejects_a_missing_shard(tiny_w8a16_checkpoint: Path, tmp_path: Path) -> None:
+def test_verify_rejects_a_missing_shard(
+    tiny_w8a16_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     snap = _copy(tiny_w8a16_checkpoint, tmp_path / "snap")
     tensors, _ = read_header(snap / "model.safetensors")
     (snap / "model.safetensors").rename(snap / "model-00001-of-00002.safetensors")
     weight_map = dict.fromkeys(tensors, "model-00001-of-00002.safetensors")
     weight_map["model.language_model.extra.weight"] = "model-00002-of-00002.safetensors"
     (snap / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    proc = deploy("verify", "--model", str(snap))
+    proc = deploy_in_process(monkeypatch, capsys, "verify", "--model", str(snap))
     assert proc.returncode == 1
     assert "model-00002-of-00002.safetensors: missing shard" in proc.stderr
 
@@ -147,14 +167,16 @@ def hf_cache(snapshot: Path, cache: Path, repo: str = "gemma4-serve/tiny-w8a16")
     return snap_dir
 
 
-def test_offline_fetch_and_verify_use_the_cache(tiny_w8a16_checkpoint: Path, tmp_path: Path) -> None:
+def test_offline_fetch_and_verify_use_the_cache(
+    tiny_w8a16_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     cache = tmp_path / "hub"
     snap_dir = hf_cache(tiny_w8a16_checkpoint, cache)
     args = ("--model", "gemma4-serve/tiny-w8a16", "--revision", "main", "--cache-dir", str(cache))
     fetched = deploy("fetch", *args, HF_HUB_OFFLINE="1")
     assert fetched.returncode == 0, fetched.stderr
     assert fetched.stdout.strip() == str(snap_dir)
-    verified = deploy("verify", *args, HF_HUB_OFFLINE="1")
+    verified = deploy_in_process(monkeypatch, capsys, "verify", *args, HF_HUB_OFFLINE="1")
     assert verified.returncode == 0, verified.stderr
 
     # Same size, one byte changed: only the sha256 against the LFS blob name can tell.
@@ -162,9 +184,9 @@ def test_offline_fetch_and_verify_use_the_cache(tiny_w8a16_checkpoint: Path, tmp
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0xFF
     blob.write_bytes(bytes(data))
-    corrupted = deploy("verify", *args, HF_HUB_OFFLINE="1")
+    corrupted = deploy_in_process(monkeypatch, capsys, "verify", *args, HF_HUB_OFFLINE="1")
     assert corrupted.returncode == 1 and "differs from the Hub's LFS hash" in corrupted.stderr
-    assert deploy("verify", *args, "--no-hash", HF_HUB_OFFLINE="1").returncode == 0
+    assert deploy_in_process(monkeypatch, capsys, "verify", *args, "--no-hash", HF_HUB_OFFLINE="1").returncode == 0
 
 
 def test_offline_fetch_of_a_missing_checkpoint_says_what_to_do(tmp_path: Path) -> None:
