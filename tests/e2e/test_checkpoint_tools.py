@@ -199,3 +199,16 @@ def test_offline_fetch_of_a_missing_checkpoint_says_what_to_do(tmp_path: Path) -
 def test_fetch_defaults_come_from_the_environment(tmp_path: Path) -> None:
     proc = deploy("fetch", "--cache-dir", str(tmp_path), HF_HUB_OFFLINE="1", GEMMA4_MODEL="org/x", GEMMA4_REVISION="v1")
     assert proc.returncode == 1 and "org/x@v1" in proc.stderr
+
+
+def test_fit_reads_weights_from_a_local_snapshot(
+    tiny_w8a16_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proc = deploy_in_process(
+        monkeypatch, capsys, "fit", "--gpu-memory", "8GiB", "--checkpoint", str(tiny_w8a16_checkpoint), "--json"
+    )
+    doc = json.loads(proc.stdout)
+    expected = weights_by_component(snapshot_tensors(tiny_w8a16_checkpoint))
+    assert doc["weights_by_component"] == expected and doc["weights_bytes"] == sum(expected.values())
+    bad = deploy_in_process(monkeypatch, capsys, "fit", "--gpu-memory", "8GiB", "--checkpoint", "/nonexistent/x/y")
+    assert bad.returncode == 2 and "--checkpoint /nonexistent/x/y" in bad.stderr
