@@ -60,3 +60,9 @@ ps: ## Show the services, their state and health
 
 images: ## Build the vLLM and smoke images; push them when REGISTRY is set
 	@scripts/images.sh
+
+# ---- Fit planner (issue 6) ----------------------------------------------------------------------
+.PHONY: profiles
+profiles: tools ## Regenerate deploy/profiles/gpu-*.yaml and the README fit table from the fit planner
+	@$(RUN) $(PY) -m deploy.profile_gen
+	@$(RUN) $(PY) -m deploy.fit_table --write

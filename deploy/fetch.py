@@ -1,8 +1,8 @@
 """``python -m deploy fetch``: download the pinned checkpoint revision into the Hugging Face cache.
 
 huggingface_hub does the work: only the files vLLM reads (config, tokenizer, processor, chat template,
-safetensors), its own progress bars, resumption of interrupted downloads (partial ``.incomplete`` blobs are
-continued), and the cache layout vLLM looks in (``$HF_HOME/hub``). With ``HF_HUB_OFFLINE=1`` nothing is
+safetensors), its own progress bars, retries of dropped transfers, files already complete in the cache never
+fetched twice (a rerun after an interruption downloads only what is missing), and the cache layout vLLM looks in (``$HF_HOME/hub``). With ``HF_HUB_OFFLINE=1`` nothing is
 downloaded: the command only checks that the snapshot is in the cache and says what to do when it is not.
 """
 
@@ -106,7 +106,7 @@ def fetch(model: str, revision: str, cache_dir: Path | None = None) -> Path:
     except LocalEntryNotFoundError as exc:
         raise FetchError(
             f"cannot reach the Hugging Face Hub to fetch {model}@{revision} and it is not cached: check the "
-            "network or proxy (HTTPS_PROXY), then run again; the download resumes where it stopped"
+            "network or proxy (HTTPS_PROXY), then run again; files already downloaded are kept"
         ) from exc
     except HfHubHTTPError as exc:
         raise FetchError(f"the Hub refused the download of {model}@{revision}: {exc}") from exc

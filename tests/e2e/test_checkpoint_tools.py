@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +16,11 @@ import pytest
 from deploy.checkpoint import read_header, snapshot_tensors, weights_by_component
 from deploy.model import GemmaModel
 from deploy.verify import VerifyError, verify
+from tests.fixtures.fake_hub import COMMIT, hub_app
+from tests.fixtures.servers import layout_hf_cache, run_asgi
 
 REPO = Path(__file__).resolve().parents[2]
 DTYPE_BYTES = {"F32": 4, "BF16": 2, "F16": 2, "I32": 4, "I64": 8, "I8": 1}
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def deploy_in_process(
@@ -151,27 +152,11 @@ def test_verify_rejects_a_truncated_file_and_the_bf16_checkpoint(
         verify(tiny_checkpoint)
 
 
-def hf_cache(snapshot: Path, cache: Path, repo: str = "gemma4-serve/tiny-w8a16") -> Path:
-    """Lay ``snapshot`` out as huggingface_hub's cache does: blobs named by sha256 for weights, refs/main."""
-    root = cache / f"models--{repo.replace('/', '--')}"
-    snap_dir = root / "snapshots" / COMMIT
-    (root / "blobs").mkdir(parents=True)
-    snap_dir.mkdir(parents=True)
-    for f in snapshot.iterdir():
-        data = f.read_bytes()
-        blob = hashlib.sha256(data).hexdigest() if f.suffix == ".safetensors" else hashlib.sha1(data).hexdigest()
-        (root / "blobs" / blob).write_bytes(data)
-        (snap_dir / f.name).symlink_to(Path("..") / ".." / "blobs" / blob)
-    (root / "refs").mkdir()
-    (root / "refs" / "main").write_text(COMMIT)
-    return snap_dir
-
-
 def test_offline_fetch_and_verify_use_the_cache(
     tiny_w8a16_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    snap_dir = layout_hf_cache(tiny_w8a16_checkpoint, tmp_path, "gemma4-serve/tiny-w8a16")
     cache = tmp_path / "hub"
-    snap_dir = hf_cache(tiny_w8a16_checkpoint, cache)
     args = ("--model", "gemma4-serve/tiny-w8a16", "--revision", "main", "--cache-dir", str(cache))
     fetched = deploy("fetch", *args, HF_HUB_OFFLINE="1")
     assert fetched.returncode == 0, fetched.stderr
@@ -212,3 +197,56 @@ def test_fit_reads_weights_from_a_local_snapshot(
     assert doc["weights_by_component"] == expected and doc["weights_bytes"] == sum(expected.values())
     bad = deploy_in_process(monkeypatch, capsys, "fit", "--gpu-memory", "8GiB", "--checkpoint", "/nonexistent/x/y")
     assert bad.returncode == 2 and "--checkpoint /nonexistent/x/y" in bad.stderr
+
+
+@pytest.fixture
+def fake_hub(tiny_w8a16_checkpoint: Path, tmp_path: Path) -> Iterator[tuple[str, list, Path]]:
+    """A stub Hub serving the tiny W8A16 checkpoint (plus a README vLLM does not need) as org/tiny-w8a16."""
+    repo = shutil.copytree(tiny_w8a16_checkpoint, tmp_path / "repo")
+    (repo / "README.md").write_text("# not needed by vLLM\n")
+    requests: list = []
+    with run_asgi(hub_app("org/tiny-w8a16", repo, requests)) as url:
+        yield url, requests, repo
+
+
+def test_fetch_downloads_only_what_vllm_needs_then_verify_passes(
+    fake_hub: tuple[str, list, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    url, requests, repo = fake_hub
+    cache = tmp_path / "cache"
+    proc = deploy("fetch", "--model", "org/tiny-w8a16", "--cache-dir", str(cache), HF_ENDPOINT=url)
+    assert proc.returncode == 0, proc.stderr
+    snapshot = Path(proc.stdout.strip())
+    assert snapshot.name == COMMIT
+    assert {p.name for p in snapshot.iterdir()} == {p.name for p in repo.iterdir()} - {"README.md"}
+    assert not any(path.endswith("README.md") and method == "GET" for method, path, _ in requests)
+    args = ("--model", "org/tiny-w8a16", "--cache-dir", str(cache))
+    assert deploy_in_process(monkeypatch, capsys, "verify", *args, HF_HUB_OFFLINE="1").returncode == 0
+    # Offline, fetch is only a cache check and succeeds without a request.
+    before = len(requests)
+    assert deploy("fetch", *args, HF_HUB_OFFLINE="1", HF_ENDPOINT=url).returncode == 0
+    assert len(requests) == before
+
+
+def test_fetch_retries_a_dropped_download_and_reruns_fetch_only_what_is_missing(
+    tiny_w8a16_checkpoint: Path, tmp_path: Path
+) -> None:
+    requests: list = []
+    cache = tmp_path / "cache"
+    data = (tiny_w8a16_checkpoint / "model.safetensors").read_bytes()
+    with run_asgi(hub_app("org/tiny", tiny_w8a16_checkpoint, requests, cut_once={"model.safetensors"})) as url:
+        proc = deploy("fetch", "--model", "org/tiny", "--cache-dir", str(cache), HF_ENDPOINT=url)
+        assert proc.returncode == 0, proc.stderr
+        gets = [r for method, path, r in requests if method == "GET" and path.endswith("model.safetensors")]
+        assert len(gets) == 2  # dropped once, retried by huggingface_hub
+        assert (Path(proc.stdout.strip()) / "model.safetensors").read_bytes() == data
+        requests.clear()
+        assert deploy("fetch", "--model", "org/tiny", "--cache-dir", str(cache), HF_ENDPOINT=url).returncode == 0
+        assert not [path for method, path, _ in requests if method == "GET" and "/resolve/" in path]
+
+
+def test_fetch_of_an_unknown_repository_says_so(fake_hub: tuple[str, list, Path], tmp_path: Path) -> None:
+    url, _, _ = fake_hub
+    proc = deploy("fetch", "--model", "org/nope", "--cache-dir", str(tmp_path), HF_ENDPOINT=url)
+    assert proc.returncode == 1
+    assert "org/nope does not exist on the Hub or needs a token" in proc.stderr
