@@ -2,7 +2,8 @@
 
 huggingface_hub does the work: only the files vLLM reads (config, tokenizer, processor, chat template,
 safetensors), its own progress bars, retries of dropped transfers, files already complete in the cache never
-fetched twice (a rerun after an interruption downloads only what is missing), and the cache layout vLLM looks in (``$HF_HOME/hub``). With ``HF_HUB_OFFLINE=1`` nothing is
+fetched twice (a rerun after an interruption downloads only what is missing), and the cache layout vLLM
+looks in (``$HF_HOME/hub``). With ``HF_HUB_OFFLINE=1`` nothing is
 downloaded: the command only checks that the snapshot is in the cache and says what to do when it is not.
 """
 
