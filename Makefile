@@ -12,7 +12,7 @@ RUN := PATH="$(DEV_BIN):$$PATH" PYTHONPATH="$(CURDIR)" VLLM_PYTHON="$(VLLM_PYTHO
 PYTEST_ARGS ?=
 # The workstation targets drive Docker Compose; every profile is named so `down`/`ps`/`logs` see all services.
 COMPOSE ?= docker compose
-COMPOSE_ALL := $(COMPOSE) --profile smoke --profile monitoring
+COMPOSE_ALL := $(COMPOSE) --profile smoke --profile monitoring --profile sglang --profile llamacpp --profile llamacpp-cpu
 SMOKE_ARGS ?=
 export COMPOSE
 
@@ -21,9 +21,11 @@ export COMPOSE
 help: ## List the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-tools: ## Install the pinned toolchain (dev venv + vLLM 0.21.0 parser) into the cache; idempotent
+tools: ## Install the pinned toolchain (dev venv, vLLM 0.21.0 parser, Helm 3 + checkov, llama.cpp flags) into the cache
 	@$(BOOTSTRAP) dev
 	@$(BOOTSTRAP) vllm
+	@$(BOOTSTRAP) helm
+	@$(BOOTSTRAP) llamacpp-src
 
 lint: tools ## ruff, yamllint, hadolint over the repository
 	@$(RUN) ruff check .
@@ -58,8 +60,29 @@ smoke: ## Run the smoke suite against the running deployment (SMOKE_ARGS="--leve
 ps: ## Show the services, their state and health
 	@$(COMPOSE_ALL) ps --all
 
-images: ## Build the vLLM and smoke images; push them when REGISTRY is set
+images: ## Build the vLLM, smoke and fetch images; push them when REGISTRY is set
 	@scripts/images.sh
+
+# ---- Other engines (SGLang, llama.cpp): docs/engines.md ----------------------------------------------
+SGLANG_PYTHON := $(shell $(BOOTSTRAP) env | sed -n 's/^SGLANG_PYTHON=//p')
+.PHONY: test-engines
+
+test-engines: tools ## SGLang/llama.cpp argument checks incl. SGLang's own parser (builds a 6 GB venv once)
+	@$(BOOTSTRAP) sglang
+	@$(BOOTSTRAP) llamacpp-src
+	@$(RUN) SGLANG_PYTHON="$(SGLANG_PYTHON)" $(PY) -m pytest tests/unit/test_engines.py tests/contract/test_engine_args.py $(PYTEST_ARGS)
+
+# ---- Helm chart (helm/gemma4-serve) ----
+.PHONY: helm-docs test-helm
+HELM_TOOLS_BIN = $(shell $(BOOTSTRAP) env | sed -n 's/^HELM_TOOLS_BIN=//p')
+
+helm-docs: ## Regenerate the chart README's values table from the @param comments in values.yaml
+	@$(BOOTSTRAP) helm
+	@$(HELM_TOOLS_BIN)/readme-generator -v helm/gemma4-serve/values.yaml -r helm/gemma4-serve/README.md
+
+test-helm: tools ## Only the chart's tests: Helm 3+4 lint/render, kubernetes-validate, schema, policy scan
+	@$(RUN) $(PY) -m pytest tests/contract/test_helm_chart.py tests/contract/test_helm_render.py \
+		tests/contract/test_helm_values.py tests/contract/test_helm_metrics.py $(PYTEST_ARGS)
 
 # ---- Fit planner (issue 6) ----------------------------------------------------------------------
 .PHONY: profiles

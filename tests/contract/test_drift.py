@@ -37,6 +37,7 @@ GENERIC = {
 # test (arg_sources.py), so they cannot drift into invalid arguments either.
 OVERRIDE_FILES: dict[str, str] = {
     ".env.example": "documents GEMMA4_EXTRA_ARGS override examples (collected by arg_sources.extra_args_cases)",
+    "helm/gemma4-serve/ci/extra-args-values.yaml": "the chart's serving.extraArgs example (arg_sources.helm_cases)",
 }
 
 

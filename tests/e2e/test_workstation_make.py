@@ -32,7 +32,8 @@ case "$*" in
   "compose port vllm 8000") echo "${FAKE_VLLM_ADDRESS:-127.0.0.1:8000}" ;;
   "compose port grafana 3000") exit 1 ;;
   *build*|*push*)
-    echo "GEMMA4_VLLM_IMAGE=${GEMMA4_VLLM_IMAGE:-} GEMMA4_SMOKE_IMAGE=${GEMMA4_SMOKE_IMAGE:-}" >> "$FAKE_LOG" ;;
+    images="GEMMA4_VLLM_IMAGE=${GEMMA4_VLLM_IMAGE:-} GEMMA4_SMOKE_IMAGE=${GEMMA4_SMOKE_IMAGE:-}"
+    echo "$images GEMMA4_FETCH_IMAGE=${GEMMA4_FETCH_IMAGE:-}" >> "$FAKE_LOG" ;;
 esac
 exit 0
 """
@@ -177,18 +178,22 @@ def test_up_rejects_bad_settings_before_doing_anything(
     assert not [c for c in fake.calls() if c.startswith(("compose run", "compose up"))]
 
 
+# Every compose profile, so that `down`/`ps`/`logs` see the services of each (test_compose checks the list).
+ALL_PROFILES = "--profile smoke --profile monitoring --profile sglang --profile llamacpp --profile llamacpp-cpu"
+
+
 def test_down_keeps_the_cache_volumes(repo: Path, fake: Fake) -> None:
     assert fake.make(repo, "down").returncode == 0
     [call] = fake.calls()
-    assert call == "compose --profile smoke --profile monitoring down --remove-orphans"
+    assert call == f"compose {ALL_PROFILES} down --remove-orphans"
     assert "--volumes" not in call and " -v" not in call
 
 
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
-        ("ps", "compose --profile smoke --profile monitoring ps --all"),
-        ("logs", "compose --profile smoke --profile monitoring logs --follow --tail 100"),
+        ("ps", f"compose {ALL_PROFILES} ps --all"),
+        ("logs", f"compose {ALL_PROFILES} logs --follow --tail 100"),
         ("smoke", "compose --profile smoke run --rm --no-deps smoke"),
     ],
 )
@@ -199,7 +204,7 @@ def test_inspection_targets(repo: Path, fake: Fake, target: str, expected: str) 
 
 def test_images_builds_and_pushes_only_with_a_registry(repo: Path, fake: Fake) -> None:
     assert fake.make(repo, "images").returncode == 0
-    assert fake.calls()[0] == "compose --profile smoke build vllm smoke"
+    assert fake.calls()[0] == "compose --profile smoke --profile sglang build vllm smoke sglang-prefetch"
     assert not [c for c in fake.calls() if "push" in c]
 
     fake.log.write_text("")
@@ -208,11 +213,12 @@ def test_images_builds_and_pushes_only_with_a_registry(repo: Path, fake: Fake) -
     calls = fake.calls()
     pushed = (
         "GEMMA4_VLLM_IMAGE=registry.example.com/ml/vllm:0.1.0 GEMMA4_SMOKE_IMAGE=registry.example.com/ml/smoke:0.1.0"
+        " GEMMA4_FETCH_IMAGE=registry.example.com/ml/fetch:0.1.0"
     )
     assert calls == [
-        "compose --profile smoke build vllm smoke",
+        "compose --profile smoke --profile sglang build vllm smoke sglang-prefetch",
         pushed,
-        "compose --profile smoke push vllm smoke",
+        "compose --profile smoke --profile sglang push vllm smoke sglang-prefetch",
         pushed,
     ]
 
