@@ -250,3 +250,12 @@ def test_fetch_of_an_unknown_repository_says_so(fake_hub: tuple[str, list, Path]
     proc = deploy("fetch", "--model", "org/nope", "--cache-dir", str(tmp_path), HF_ENDPOINT=url)
     assert proc.returncode == 1
     assert "org/nope does not exist on the Hub or needs a token" in proc.stderr
+
+
+def test_fit_reads_weights_from_hub_headers_without_downloading(fake_hub: tuple[str, list, Path]) -> None:
+    url, requests, repo = fake_hub
+    proc = deploy("fit", "--gpu-memory", "8GiB", "--checkpoint", "org/tiny-w8a16", "--json", HF_ENDPOINT=url)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert json.loads(proc.stdout)["weights_by_component"] == weights_by_component(snapshot_tensors(repo))
+    full_gets = [r for method, path, r in requests if method == "GET" and path.endswith(".safetensors") and not r]
+    assert not full_gets  # headers only, by range requests

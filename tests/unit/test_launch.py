@@ -143,3 +143,32 @@ def test_nvidia_smi_output_parsing(tmp_path: Path) -> None:
     fake_gpu.install(tmp_path, "NVIDIA-SMI has failed because it couldn't communicate with the driver", exit_code=9)
     with pytest.raises(GPUError, match="exit 9"):
         detect(str(tmp_path / "nvidia-smi"))
+
+
+def test_launch_execs_vllm_with_the_resolved_config_and_the_secrets(tmp_path: Path) -> None:
+    """Without --dry-run the launcher replaces itself with `vllm serve`; a fake vllm records what it got."""
+    bin_dir = tmp_path / "bin"
+    fake_gpu.install(bin_dir, fake_gpu.query_line("24gb-ampere"))
+    record = tmp_path / "vllm-argv"
+    (bin_dir / "vllm").write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\nprintf "%s" "${{VLLM_API_KEY:-unset}}" > {record}.key\n'
+    )
+    (bin_dir / "vllm").chmod(0o755)
+    key_file = tmp_path / "api-key"
+    key_file.write_text("not-a-real-key\n")
+    environ = fake_gpu.env_with(
+        bin_dir,
+        GEMMA4_RESOLVED_DIR=str(tmp_path / "resolved"),
+        GEMMA4_EXTRA_ARGS="--max-num-seqs 8",
+        VLLM_API_KEY_FILE=str(key_file),
+        PYTHONPATH=str(REPO),
+    )
+    environ.pop("VLLM_API_KEY", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "deploy", "launch"], capture_output=True, text=True, env=environ, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    config = tmp_path / "resolved" / "resolved.yaml"
+    assert record.read_text().split() == ["serve", "--config", str(config), "--max-num-seqs", "8"]
+    assert (tmp_path / "vllm-argv.key").read_text() == "not-a-real-key"
+    assert "not-a-real-key" not in proc.stdout + proc.stderr + config.read_text()
