@@ -254,11 +254,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def pick_gpu(gpus: list[GPU], environ: Mapping[str, str]) -> GPU:
+    """The GPU vLLM will use: the first visible one, or the index CUDA_VISIBLE_DEVICES names.
+
+    nvidia-smi ignores CUDA_VISIBLE_DEVICES while CUDA honours it, so a host with several GPUs and
+    ``CUDA_VISIBLE_DEVICES=1`` must be planned for GPU 1. (In compose and Kubernetes the container sees
+    only its own GPU, which is then the first.)
+    """
+    visible = environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    if visible.isdigit():
+        for gpu in gpus:
+            if gpu.index == int(visible):
+                return gpu
+    return gpus[0]
+
+
 def run(args: argparse.Namespace) -> int:
     """Resolve, print, exec vLLM (or stop with a message and exit 1/2)."""
     gpu = None
     try:
-        gpu = detect()[0]
+        gpu = pick_gpu(detect(), os.environ)
     except GPUError as exc:
         if (os.environ.get("GEMMA4_PROFILE") or "auto") == "auto":
             print(f"error: {exc}", file=sys.stderr)

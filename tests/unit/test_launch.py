@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from deploy.gpu import GPU, GPUError, detect, parse_query
-from deploy.launch import LaunchError, resolve
+from deploy.launch import LaunchError, pick_gpu, resolve
 from deploy.profiles import DEFAULT_REVISION, MODEL_ID
 from tests.fixtures import fake_gpu
 
@@ -172,3 +172,10 @@ def test_launch_execs_vllm_with_the_resolved_config_and_the_secrets(tmp_path: Pa
     assert record.read_text().split() == ["serve", "--config", str(config), "--max-num-seqs", "8"]
     assert (tmp_path / "vllm-argv.key").read_text() == "not-a-real-key"
     assert "not-a-real-key" not in proc.stdout + proc.stderr + config.read_text()
+
+
+def test_pick_gpu_follows_cuda_visible_devices() -> None:
+    gpus = parse_query("0, NVIDIA RTX A4000, 16376, 16000, 8.6\n1, NVIDIA L4, 23034, 22700, 8.9\n")
+    assert pick_gpu(gpus, {}).name == "NVIDIA RTX A4000"
+    assert pick_gpu(gpus, {"CUDA_VISIBLE_DEVICES": "1"}).name == "NVIDIA L4"
+    assert pick_gpu(gpus, {"CUDA_VISIBLE_DEVICES": "GPU-uuid"}).name == "NVIDIA RTX A4000"
