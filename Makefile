@@ -103,3 +103,9 @@ smoke-url: tools ## Run the smoke suite from this checkout against any server: m
 
 smoke-bench: tools ## Print the smoke suite's wall time against a local CPU server and a stub (not asserted)
 	@$(RUN) $(PY) -m tests.fixtures.smoke_bench
+
+# ---- Fit planner (issue 6) ----------------------------------------------------------------------
+.PHONY: profiles
+profiles: tools ## Regenerate deploy/profiles/gpu-*.yaml and the README fit table from the fit planner
+	@$(RUN) $(PY) -m deploy.profile_gen
+	@$(RUN) $(PY) -m deploy.fit_table --write

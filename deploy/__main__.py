@@ -21,6 +21,10 @@ COMMANDS: dict[str, str] = {
     "engine": "deploy.engines_cli",
     "profiles": "deploy.profiles_cli",
     "quality": "deploy.quality.cli",
+    "fit": "deploy.fit_cli",
+    "launch": "deploy.launch",
+    "fetch": "deploy.fetch",
+    "verify": "deploy.verify",
 }
 
 

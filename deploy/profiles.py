@@ -16,6 +16,10 @@ import yaml
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 MODEL_ID = "88plug/Gemma4-E2B-it-W8A16"
+# The checkpoint revision `deploy fetch`, `deploy verify` and the launcher use unless GEMMA4_REVISION says
+# otherwise. A branch name until a commit of this repository has been verified on a GPU: replace it with that
+# 40-hex commit to pin the exact bytes (the Hub was not reachable where this bundle was written).
+DEFAULT_REVISION = "main"
 SERVED_MODEL_NAME = "gemma-4-e2b-it"
 
 

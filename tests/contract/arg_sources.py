@@ -58,6 +58,37 @@ def extra_args_cases(repo: Path) -> list[ArgCase]:
     return cases
 
 
+def launcher_cases() -> list[ArgCase]:
+    """What the launcher execs for a GPU of each class (fake GPUs, no nvidia-smi), plus override examples.
+
+    The resolved config is written to a temporary directory exactly as `deploy launch` writes it.
+    """
+    import tempfile
+
+    from deploy.gpu import GPU, load_classes, parse_compute_capability
+    from deploy.launch import resolve, write_config
+
+    out_dir = Path(tempfile.mkdtemp(prefix="gemma4-launcher-cases-"))
+    mib = 1024**2
+    examples: list[tuple[str, GPU, dict[str, str]]] = []
+    for cls in load_classes():
+        for variant, info in cls.variants.items():
+            cc = parse_compute_capability(info["compute_capability"])
+            gpu = GPU(0, info["cards"][0], cls.memory_mib * mib, (cls.memory_mib - 300) * mib, cc)
+            examples.append((f"{cls.name}-{variant}", gpu, {}))
+    a10 = GPU(0, "NVIDIA A10", 23028 * mib, 22728 * mib, (8, 6))
+    examples.append(("a10-forced-fp8-profile", a10, {"GEMMA4_PROFILE": "gpu-24gb"}))
+    examples.append(("a10-extra-args", a10, {"GEMMA4_EXTRA_ARGS": "--max-num-seqs 8 --limit-mm-per-prompt.image 2"}))
+    cases = []
+    for label, gpu, env in examples:
+        resolved = resolve(env, gpu)
+        path = write_config(resolved, out_dir / label)
+        cases.append(
+            ArgCase(f"deploy launch ({label}: {resolved.profile})", ("--config", str(path), *resolved.extra_args))
+        )
+    return cases
+
+
 def helm_cases(repo: Path) -> list[ArgCase]:
     """GEMMA4_EXTRA_ARGS as the Helm chart renders it for each `ci/*-values.yaml`, after its profile.
 
@@ -82,4 +113,10 @@ def helm_cases(repo: Path) -> list[ArgCase]:
 
 def all_cases(repo: Path) -> list[ArgCase]:
     """Everything the contract must accept."""
-    return [*profile_cases(), *markdown_cases(repo), *extra_args_cases(repo), *helm_cases(repo)]
+    return [
+        *profile_cases(),
+        *markdown_cases(repo),
+        *extra_args_cases(repo),
+        *helm_cases(repo),
+        *launcher_cases(),
+    ]
