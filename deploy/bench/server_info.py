@@ -64,33 +64,14 @@ async def detect_engine(client: ServerClient, card: dict[str, Any]) -> str:
     """
     owner = str(card.get("owned_by") or "")
     name = _OWNER_LABEL.get(owner.lower())
-    if name in (None, "vLLM"):
-        response = await client.try_get("/version")
-        if response is not None and response.status_code == 200:
-            try:
-                version = response.json().get("version")
-            except (ValueError, AttributeError):
-                version = None
-            if version:
-                return f"vLLM v{version}"
-    if name in (None, "SGLang"):
-        response = await client.try_get("/get_server_info")
-        if response is not None and response.status_code == 200:
-            try:
-                version = response.json().get("version")
-            except (ValueError, AttributeError):
-                version = None
-            if version:
-                return f"SGLang v{version}"
+    if name in (None, "vLLM") and (version := await _json_field(client, "/version", "version")):
+        return f"vLLM v{version}"
+    if name in (None, "SGLang") and (version := await _json_field(client, "/get_server_info", "version")):
+        return f"SGLang v{version}"
     if name in (None, "llama.cpp"):
-        response = await client.try_get("/props")
-        if response is not None and response.status_code == 200:
-            try:
-                build = str(response.json().get("build_info") or "")
-            except (ValueError, AttributeError):
-                build = ""
-            if match := re.match(r"(b\d+)", build):
-                return f"llama.cpp {match[1]}"
+        build = await _json_field(client, "/props", "build_info")
+        if match := re.match(r"(b\d+)", str(build or "")):
+            return f"llama.cpp {match[1]}"
     return name or owner or "unknown"
 
 
@@ -103,14 +84,19 @@ async def detect_format(client: ServerClient, card: dict[str, Any]) -> str:
     for name in (card.get("id"), card.get("root")):
         if name and (label := guess_format(str(name))) != "?":
             return label
-    for path, key in (("/props", "model_path"), ("/get_server_info", "model_path")):
-        response = await client.try_get(path)
-        if response is None or response.status_code != 200:
-            continue
-        try:
-            value = response.json().get(key)
-        except (ValueError, AttributeError):
-            continue
+    for path in ("/props", "/get_server_info"):
+        value = await _json_field(client, path, "model_path")
         if value and (label := guess_format(str(value))) != "?":
             return label
     return "?"
+
+
+async def _json_field(client: ServerClient, path: str, key: str) -> Any:
+    """``key`` of the JSON object at ``path``, or None when the endpoint is missing, fails or is not JSON."""
+    response = await client.try_get(path)
+    if response is None or response.status_code != 200:
+        return None
+    try:
+        return response.json().get(key)
+    except (ValueError, AttributeError):
+        return None
