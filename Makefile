@@ -82,7 +82,7 @@ helm-docs: ## Regenerate the chart README's values table from the @param comment
 
 test-helm: tools ## Only the chart's tests: Helm 3+4 lint/render, kubernetes-validate, schema, policy scan
 	@$(RUN) $(PY) -m pytest tests/contract/test_helm_chart.py tests/contract/test_helm_render.py \
-		tests/contract/test_helm_values.py tests/contract/test_helm_metrics.py $(PYTEST_ARGS)
+		tests/contract/test_helm_values.py tests/contract/test_helm_metrics.py tests/contract/test_helm_engines.py $(PYTEST_ARGS)
 
 # ---- Benchmark and quality (docs/benchmarks.md) ------------------------------------------------------
 .PHONY: bench bench-overhead

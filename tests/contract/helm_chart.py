@@ -88,10 +88,14 @@ def rendered_text(*values_files: Path, helm: str = "helm") -> str:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
 
 
-def container(deployment: dict[str, Any], name: str = "vllm", init: bool = False) -> dict[str, Any]:
-    """A container of a Deployment's pod template by name."""
+def container(deployment: dict[str, Any], name: str | None = None, init: bool = False) -> dict[str, Any]:
+    """A container of a Deployment's pod template by name; by default the server (the pod's only container)."""
     spec = deployment["spec"]["template"]["spec"]
-    [found] = [c for c in spec["initContainers" if init else "containers"] if c["name"] == name]
+    containers = spec["initContainers" if init else "containers"]
+    if name is None:
+        [found] = containers
+    else:
+        [found] = [c for c in containers if c["name"] == name]
     return found
 
 

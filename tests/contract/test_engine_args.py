@@ -105,6 +105,35 @@ def test_llamacpp_override_examples_are_accepted(repo: Path, llamacpp_options: d
         assert check_argv(llamacpp_options, words) == [], source
 
 
+def test_llamacpp_health_is_public_and_503_while_loading(llamacpp_src: Path) -> None:
+    """The chart probes /health without the key and waits for 200: the pinned build's server README says so."""
+    readme = (llamacpp_src / "server-README.md").read_text()
+    section = readme.split("### GET `/health`", 1)[1].split("\n### ", 1)[0]
+    assert "This endpoint is public (no API key check)" in section
+    assert "HTTP status code 503" in section and "Loading model" in section
+    assert "HTTP status code 200" in section
+
+
+def chart_extra_args(engine: str) -> list[tuple[str, list[str]]]:
+    """(ci file, words) for the chart's engine.extraArgs, as Helm renders them into the fetch step's --extra-args."""
+    from tests.contract import helm_chart
+
+    found = []
+    for values in sorted(helm_chart.CHART.glob(f"ci/engine-{engine}*-values.yaml")):
+        rendered = helm_chart.template(values)
+        assert rendered.ok, rendered.stderr
+        args = helm_chart.container(rendered.one("Deployment"), "fetch", init=True)["args"]
+        found.append((values.name, shlex.split(args[args.index("--extra-args") + 1])))
+    return found
+
+
+def test_llamacpp_chart_extra_args_are_accepted(llamacpp_options: dict) -> None:
+    cases = chart_extra_args("llamacpp")
+    assert len(cases) == 2 and all(words for _, words in cases), cases
+    for source, words in cases:
+        assert check_argv(llamacpp_options, words) == [], source
+
+
 @pytest.mark.parametrize(
     ("argv", "problem"),
     [
@@ -148,6 +177,7 @@ def sglang_check(sglang_python: str, repo: Path, cases: list[tuple[str, list[str
 def test_sglang_arguments_and_override_examples_are_accepted(sglang_python: str, repo: Path) -> None:
     overrides = extra_args_examples(repo, "sglang")
     assert overrides, "no GEMMA4_SGLANG_EXTRA_ARGS example found: the check would check nothing"
+    overrides += chart_extra_args("sglang")
     base = engine_argvs("sglang")[0][1]
     cases = [*engine_argvs("sglang"), *((source, [*base, *words]) for source, words in overrides)]
     for result in sglang_check(sglang_python, repo, cases):
@@ -169,3 +199,19 @@ def test_sglang_parser_rejects_typos_and_bad_choices(sglang_python: str, repo: P
     )
     assert [r["ok"] for r in results] == [False, False, False, False], results
     assert "--context-lenght" in results[0]["error"] and "gemma5" in results[2]["error"]
+
+
+@pytest.mark.sglang
+def test_sglang_health_and_metrics_need_no_api_key(sglang_python: str) -> None:
+    """The chart probes /health and scrapes /metrics without the key; SGLang 0.5.11's own auth decides so."""
+    code = """
+import json
+from sglang.srt.utils.auth import AuthLevel, decide_request_auth
+paths = ["/health", "/metrics", "/v1/chat/completions"]
+print(json.dumps({p: decide_request_auth(method="GET", path=p, authorization_header=None, api_key="k",
+                                         admin_api_key=None, auth_level=AuthLevel.NORMAL).allowed for p in paths}))
+"""
+    proc = subprocess.run([sglang_python, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    allowed = json.loads(proc.stdout.splitlines()[-1])
+    assert allowed == {"/health": True, "/metrics": True, "/v1/chat/completions": False}

@@ -28,7 +28,13 @@ SCHEMA_VIOLATIONS: dict[str, tuple[dict, tuple[str, ...]]] = {
     "bad quantity": ({"shm": {"sizeLimit": "lots"}}, ("sizeLimit",)),
     "bad digest": ({"image": {"digest": "latest"}}, ("digest",)),
     "bad update strategy": ({"updateStrategy": {"type": "BlueGreen"}}, ("updateStrategy",)),
+    "unknown engine": ({"engine": {"name": "tgi"}}, ("engine", "name")),
+    "unknown device": ({"engine": {"name": "llamacpp", "device": "tpu"}}, ("device",)),
+    "unknown variant": ({"engine": {"name": "llamacpp", "variant": "q3_k"}}, ("variant",)),
+    "engine image on latest": ({"engine": {"images": {"sglang": {"tag": "latest"}}}}, ("tag",)),
+    "engine extraArgs as one string": ({"engine": {"extraArgs": "--parallel 2"}}, ("extraArgs", "array")),
 }
+LLAMACPP = {"engine": {"name": "llamacpp"}}
 
 COMBINATIONS: dict[str, tuple[dict, str]] = {
     "replicas on a ReadWriteOnce cache": (
@@ -82,6 +88,30 @@ COMBINATIONS: dict[str, tuple[dict, str]] = {
         "terminationGracePeriodSeconds=30 leaves no time to drain",
     ),
     "existing claim without a name": ({"cache": {"type": "existingClaim"}}, "needs cache.existingClaim"),
+    "vLLM on a CPU": ({"engine": {"device": "cpu"}}, "the vLLM image serves on a GPU only"),
+    "a variant for vLLM": ({"engine": {"variant": "q4_0"}}, "engine.variant=q4_0 does not apply to vLLM"),
+    "engine flags for vLLM": ({"engine": {"extraArgs": ["--parallel", "2"]}}, "vLLM's own flags go in serving"),
+    "SGLang on a CPU": ({"engine": {"name": "sglang", "device": "cpu"}}, "sglang has images for gpu only"),
+    "a variant SGLang lacks": ({"engine": {"name": "sglang", "variant": "q4_0"}}, "sglang has no variants"),
+    "vLLM flags for llama.cpp": (
+        {**LLAMACPP, "serving": {"extraArgs": ["--max-model-len", "8192"]}},
+        "serving.extraArgs are vLLM flags and never reach llamacpp",
+    ),
+    "a vLLM checkpoint for llama.cpp": (
+        {**LLAMACPP, "serving": {"model": "org/other"}},
+        "llamacpp serves the one pinned in deploy/engines/llamacpp.yaml",
+    ),
+    "a vLLM profile for llama.cpp": ({**LLAMACPP, "serving": {"profile": "gpu-8gb"}}, "serving.profile=gpu-8gb"),
+    "another port for llama.cpp": ({**LLAMACPP, "serving": {"port": 9000}}, "change service.port instead"),
+    "llama.cpp without its fetch step": ({**LLAMACPP, "fetch": {"enabled": False}}, "needs the init container"),
+    "vLLM alerts on llama.cpp": (
+        {**LLAMACPP, "metrics": {"prometheusRule": {"enabled": True}}},
+        "metrics.prometheusRule.enabled=true: the alerts, dashboard and autoscaling query vLLM's metrics",
+    ),
+    "vLLM autoscaling on SGLang": (
+        {**RWX, "engine": {"name": "sglang"}, "autoscaling": {"enabled": True}},
+        "autoscaling.enabled=true",
+    ),
     "autoscaling bounds reversed": (
         {**RWX, "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 2}},
         "minReplicas is larger than autoscaling.maxReplicas",
@@ -136,6 +166,13 @@ def test_the_fixes_the_messages_suggest_render(tmp_path: Path) -> None:
         {"ingress": {"enabled": True, "allowUnauthenticated": True}},
         {"ingress": {"enabled": True}, "secrets": {"apiKey": {"secretName": "k"}}},
         {"fullnameOverride": "gemma4"},
+        {"engine": {"name": "llamacpp", "device": "cpu"}},
+        {"engine": {"name": "llamacpp", "extraArgs": ["--parallel", "2"]}, "service": {"port": 9000}},
+        # No GPU to wait for: a surge rollout is fine for llama.cpp on CPUs.
+        {
+            "engine": {"name": "llamacpp", "device": "cpu"},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}},
+        },
     ]
     for values in fixes:
         rendered = render_with(values, tmp_path)

@@ -13,8 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gguf
-import numpy as np
 import pytest
 import yaml
 
@@ -33,26 +31,15 @@ from deploy.engines import (
     verify_snapshot,
 )
 from tests.conftest import REPO
+from tests.fixtures import engine_cache
+from tests.fixtures.engine_cache import write_gguf
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
-def write_gguf(path: Path, architecture: str) -> Path:
-    """A minimal valid GGUF file: header, general.architecture, one small tensor."""
-    writer = gguf.GGUFWriter(str(path), architecture)
-    writer.add_tensor("token_embd.weight", np.arange(16, dtype=np.float32).reshape(4, 4))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
 def cache_file(cache: Path, repo: str, name: str, revision: str = REVISION) -> Path:
-    """Where huggingface_hub keeps ``repo``'s file ``name`` at ``revision`` in the cache ``cache``."""
-    path = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / revision / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    """Where huggingface_hub keeps ``repo``'s file ``name`` at ``revision`` (default: the tests' pin)."""
+    return engine_cache.cache_file(cache, repo, name, revision)
 
 
 @pytest.fixture

@@ -112,12 +112,13 @@ Startup budget in seconds: how long the startup probe lets vLLM load, compile an
 {{- end -}}
 
 {{/*
-serving.extraArgs as one shell-quoted string for GEMMA4_EXTRA_ARGS (the launcher splits it like a POSIX
-shell): plain words stay as they are, anything else is single-quoted, so JSON values survive intact.
+A list of words as one shell-quoted string, for GEMMA4_EXTRA_ARGS and the fetch step's --extra-args (both
+are split like a POSIX shell): plain words stay as they are, anything else is single-quoted, so JSON values
+survive intact. Call with the list, e.g. (include "gemma4-serve.shellJoin" .Values.serving.extraArgs).
 */}}
-{{- define "gemma4-serve.extraArgs" -}}
+{{- define "gemma4-serve.shellJoin" -}}
 {{- $words := list -}}
-{{- range .Values.serving.extraArgs -}}
+{{- range . -}}
 {{- $word := toString . -}}
 {{- if regexMatch "^[A-Za-z0-9_./:=@%+,-]+$" $word -}}
 {{- $words = append $words $word -}}
@@ -127,6 +128,38 @@ shell): plain words stay as they are, anything else is single-quoted, so JSON va
 {{- end -}}
 {{- join " " $words -}}
 {{- end -}}
+
+{{/*
+Devices and variants of each non-vLLM engine, as JSON: the `devices` and `variants` of deploy/engines/*.yaml
+(which live in the fetch image, not in the chart). tests/contract/test_helm_engines.py renders every
+combination and fails when this table and the engine files disagree.
+*/}}
+{{- define "gemma4-serve.engines" -}}
+{{- dict
+  "sglang" (dict "devices" (list "gpu") "variants" (list))
+  "llamacpp" (dict "devices" (list "gpu" "cpu") "variants" (list "q8_0" "q4_0"))
+  | toJson -}}
+{{- end -}}
+
+{{/*
+"true" when the pod runs vLLM (the project's image and launcher) rather than another engine.
+*/}}
+{{- define "gemma4-serve.isVllm" -}}
+{{- if eq .Values.engine.name "vllm" -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The server image of a non-vLLM engine for the chosen device: engine.images.<name>, or <name>Cpu on CPU.
+*/}}
+{{- define "gemma4-serve.engineImage" -}}
+{{- $key := ternary (printf "%sCpu" .Values.engine.name) .Values.engine.name (eq .Values.engine.device "cpu") -}}
+{{- include "gemma4-serve.imageRef" (dict "image" (get .Values.engine.images $key) "context" .) -}}
+{{- end -}}
+
+{{/*
+Where the fetch step writes the server command of a non-vLLM engine (a sourceable `set --` line).
+*/}}
+{{- define "gemma4-serve.engineArgsDir" -}}/run/gemma4-serve{{- end -}}
 
 {{/*
 Number of replicas the release can reach (the autoscaler's maximum when it is on).
@@ -150,7 +183,7 @@ Every combination of values that cannot work, reported together in one failure (
 {{- end -}}
 {{- if eq .Values.updateStrategy.type "RollingUpdate" -}}
 {{- $surge := toString .Values.updateStrategy.rollingUpdate.maxSurge -}}
-{{- if and (gt (int .Values.gpu.count) 0) (not (has $surge (list "0" "0%"))) -}}
+{{- if and (gt (int .Values.gpu.count) 0) (ne .Values.engine.device "cpu") (not (has $surge (list "0" "0%"))) -}}
 {{- $errors = append $errors (printf "updateStrategy.rollingUpdate.maxSurge=%s with whole GPUs: the new pod waits for a GPU the old pod holds, so the rollout deadlocks on a full cluster. Use updateStrategy.type=Recreate or maxSurge: 0." $surge) -}}
 {{- end -}}
 {{- if has (toString .Values.updateStrategy.rollingUpdate.maxUnavailable) (list "0" "0%") -}}
@@ -184,13 +217,14 @@ Every combination of values that cannot work, reported together in one failure (
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- $errors = append $errors "autoscaling.minReplicas is larger than autoscaling.maxReplicas." -}}
 {{- end -}}
+{{- $errors = concat $errors (include "gemma4-serve.engineErrors" . | fromJsonArray) -}}
 {{- if $errors -}}
 {{- fail (printf "\n\nVALUES VALIDATION:\n- %s" (join "\n- " $errors)) -}}
 {{- end -}}
 {{- end -}}
 
 {{/*
-Environment shared by the fetch init container and vLLM: caches on the cache volume, the model pin, and
+Environment shared by the fetch init container and the server (vLLM or another engine): caches on the cache volume, the model pin, and
 secrets as file paths (the values themselves stay in the mounted Secret).
 */}}
 {{- define "gemma4-serve.commonEnv" -}}
@@ -228,7 +262,7 @@ secrets as file paths (the values themselves stay in the mounted Secret).
 {{- end -}}
 
 {{/*
-Mounts shared by the fetch init container and vLLM.
+Mounts shared by the fetch init container and the server.
 */}}
 {{- define "gemma4-serve.volumeMounts" -}}
 - name: cache
@@ -240,4 +274,66 @@ Mounts shared by the fetch init container and vLLM.
   mountPath: /run/secrets/gemma4
   readOnly: true
 {{- end }}
+{{- end -}}
+
+{{/*
+Engine choices that cannot work, as a JSON list of messages (part of validateValues).
+*/}}
+{{- define "gemma4-serve.engineErrors" -}}
+{{- $errors := list -}}
+{{- $name := .Values.engine.name -}}
+{{- if include "gemma4-serve.isVllm" . -}}
+{{- if eq .Values.engine.device "cpu" -}}
+{{- $errors = append $errors "engine.device=cpu with engine.name=vllm: the vLLM image serves on a GPU only. Use engine.name=llamacpp for a node with no GPU." -}}
+{{- end -}}
+{{- if .Values.engine.variant -}}
+{{- $errors = append $errors (printf "engine.variant=%s does not apply to vLLM, which picks its arguments with serving.profile. Leave engine.variant empty." .Values.engine.variant) -}}
+{{- end -}}
+{{- if .Values.engine.extraArgs -}}
+{{- $errors = append $errors "engine.extraArgs are for sglang and llamacpp; vLLM's own flags go in serving.extraArgs." -}}
+{{- end -}}
+{{- else -}}
+{{- $engine := get (include "gemma4-serve.engines" . | fromJson) $name -}}
+{{- if not (has .Values.engine.device $engine.devices) -}}
+{{- $errors = append $errors (printf "engine.device=%s: %s has images for %s only (deploy/engines/%s.yaml). Use engine.device=gpu, or engine.name=llamacpp for a node with no GPU." .Values.engine.device $name (join ", " $engine.devices) $name) -}}
+{{- end -}}
+{{- if and .Values.engine.variant (not (has .Values.engine.variant $engine.variants)) -}}
+{{- $errors = append $errors (printf "engine.variant=%s: %s has %s. Leave engine.variant empty for the engine file's default." .Values.engine.variant $name (ternary "no variants" (printf "the variants %s" (join ", " $engine.variants)) (empty $engine.variants))) -}}
+{{- end -}}
+{{- if .Values.serving.extraArgs -}}
+{{- $errors = append $errors (printf "serving.extraArgs are vLLM flags and never reach %s: put %s's own flags in engine.extraArgs (docs/engines.md)." $name $name) -}}
+{{- end -}}
+{{- if or .Values.serving.model .Values.serving.revision -}}
+{{- $errors = append $errors (printf "serving.model and serving.revision choose vLLM's checkpoint; %s serves the one pinned in deploy/engines/%s.yaml. Leave them empty." $name $name) -}}
+{{- end -}}
+{{- if ne .Values.serving.profile "auto" -}}
+{{- $errors = append $errors (printf "serving.profile=%s is a vLLM profile; %s takes its arguments from deploy/engines/%s.yaml. Leave serving.profile at auto." .Values.serving.profile $name $name) -}}
+{{- end -}}
+{{- if ne (int .Values.serving.port) 8000 -}}
+{{- $errors = append $errors (printf "serving.port=%d: deploy/engines/%s.yaml makes %s listen on 8000. Leave serving.port at 8000 and change service.port instead." (int .Values.serving.port) $name $name) -}}
+{{- end -}}
+{{- if not .Values.fetch.enabled -}}
+{{- $errors = append $errors (printf "fetch.enabled=false: %s needs the init container, which verifies its files and writes its command (with serving.offline=true it only verifies the cache)." $name) -}}
+{{- end -}}
+{{- range $key, $on := dict "metrics.prometheusRule.enabled" .Values.metrics.prometheusRule.enabled "metrics.grafanaDashboard.enabled" .Values.metrics.grafanaDashboard.enabled "autoscaling.enabled" .Values.autoscaling.enabled -}}
+{{- if $on -}}
+{{- $errors = append $errors (printf "%s=true: the alerts, dashboard and autoscaling query vLLM's metrics (vllm:*), which %s does not export (it has its own, see docs/engines.md). Turn it off with engine.name=%s; the ServiceMonitor and PodMonitor still scrape /metrics." $key $name $name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $errors | toJson -}}
+{{- end -}}
+
+{{/*
+Resources of the server container: the GPU from `gpu` (none for engine.device=cpu) merged into `resources`.
+*/}}
+{{- define "gemma4-serve.serverResources" -}}
+{{- $gpu := dict -}}
+{{- if ne .Values.engine.device "cpu" -}}
+{{- $gpu = dict .Values.gpu.resourceName (.Values.gpu.count | toString) -}}
+{{- end -}}
+requests:
+  {{- toYaml (merge (dict) $gpu (default (dict) .Values.resources.requests)) | nindent 2 }}
+limits:
+  {{- toYaml (merge (dict) $gpu (default (dict) .Values.resources.limits)) | nindent 2 }}
 {{- end -}}
