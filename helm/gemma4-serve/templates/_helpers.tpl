@@ -224,8 +224,8 @@ Every combination of values that cannot work, reported together in one failure (
 {{- end -}}
 
 {{/*
-Environment shared by the fetch init container and the server (vLLM or another engine): caches on the cache volume, the model pin, and
-secrets as file paths (the values themselves stay in the mounted Secret).
+Environment shared by the fetch init container and the server (vLLM or another engine): caches on the
+cache volume, the model pin, and secrets as file paths (the values themselves stay in the mounted Secret).
 */}}
 {{- define "gemma4-serve.commonEnv" -}}
 - name: HOME
