@@ -24,7 +24,7 @@ import yaml
 
 from deploy.__main__ import build_parser
 from deploy.engines import fetch, list_engines, load_engine, render_argv
-from tests.contract.helm_chart import CHART, Rendered, container, env_of, rendered_text, template
+from tests.contract.helm_chart import CHART, FULLNAME, Rendered, container, env_of, rendered_text, template
 from tests.contract.test_compose_engines import engine_flag_copies, engine_flags
 from tests.fixtures.engine_cache import cache_file, write_gguf, write_snapshot
 
@@ -190,8 +190,8 @@ def test_offline_engine_pods_only_verify_and_have_no_egress(tmp_path: Path) -> N
     rendered = render_values(values, tmp_path)
     assert rendered.ok, rendered.stderr
     assert env_of(container(rendered.one("Deployment"), "fetch", init=True))["HF_HUB_OFFLINE"] == "1"
-    policy = next(d for d in rendered.docs if d["kind"] == "NetworkPolicy" and "egress" not in d["spec"])
-    assert "Egress" in policy["spec"]["policyTypes"]
+    policy = rendered.one("NetworkPolicy", FULLNAME)
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and "egress" not in policy["spec"]
 
 
 def test_vllm_pods_have_no_engine_parts() -> None:
@@ -243,6 +243,7 @@ def run_server_script(server: dict[str, Any], root: Path) -> subprocess.Complete
 def test_the_pod_fetches_then_serves_the_written_command(values: str, tmp_path: Path) -> None:
     path = CI / f"{values}-values.yaml"
     name, device, variant, words = chosen(path)
+    assert words, f"{path.name} sets no engine.extraArgs: their place in the command would go unchecked"
     deployment = render_file(path).one("Deployment")
     init, server = container(deployment, "fetch", init=True), container(deployment)
     root = tmp_path / "pod"
