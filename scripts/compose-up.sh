@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `make up`: build, put the checkpoint in the cache, start vLLM, wait until it is healthy, run the smoke
-# suite, then print the URL and a curl example. Every failed step stops the run with the reason and
-# what to read next; nothing waits forever.
+# `make up`: check the machine, build, check the GPU, put the checkpoint in the cache, start vLLM, wait until
+# it is healthy, run the smoke suite, then print the URL and a curl example. Every step reports its own
+# failure, with the reason and what to read next; nothing waits forever.
 #
 # Optional environment:
 #   COMPOSE              the compose command (default: docker compose)
@@ -25,14 +25,9 @@ die() {
 [[ "$timeout_s" =~ ^[0-9]+$ ]] || die "GEMMA4_UP_TIMEOUT must be a whole number of seconds, not '$timeout_s'"
 [[ "$poll_s" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "GEMMA4_UP_POLL must be a number of seconds, not '$poll_s'"
 case "${GEMMA4_BUILD:-1}" in
-  1) build=(--build) ;;
-  0) build=() ;;
+  0 | 1) ;;
   *) die "GEMMA4_BUILD must be 1 (rebuild the images) or 0 (use the images you have), not '${GEMMA4_BUILD}'" ;;
 esac
-command -v "${compose[0]}" >/dev/null ||
-  die "'${compose[0]}' is not installed: install Docker Engine with the Compose plugin (https://docs.docker.com/engine/install/)"
-"${compose[@]}" version >/dev/null 2>&1 ||
-  die "'${compose[*]}' does not run: Docker Compose v2 is required (https://docs.docker.com/compose/install/linux/)"
 
 # health_state -> "<status> <restart count> <health>" of the vllm container, e.g. "running 0 starting".
 health_state() {
@@ -81,17 +76,50 @@ wait_healthy() {
   done
 }
 
-step "1/4 checkpoint: download it into the cache once (with HF_HUB_OFFLINE=1: check that it is there)"
-"${compose[@]}" run --rm "${build[@]}" prefetch ||
-  die "prefetch failed (its output is above). A gated or private model needs HF_TOKEN_FILE; offline
-  (HF_HUB_OFFLINE=1) needs the checkpoint in the cache first. See README.md, 'Troubleshooting'."
+# build_failure LOG: the cause of a failed build, from the builder's output.
+build_failure() {
+  case "$(cat "$1")" in
+    *"no space left on device"*) echo "the disk is full: free space (docker system prune) and run make up again" ;;
+    *"pull access denied"* | *"manifest unknown"* | *"not found: manifest"* | *"repository does not exist"*)
+      echo "Docker cannot find a base image: check the FROM line's image name and your registry login" ;;
+    *"dial tcp"* | *"TLS handshake"* | *"i/o timeout"* | *"no such host"* | *"proxyconnect"*)
+      echo "Docker cannot reach the registry for a base image: the daemon's network or proxy (the daemon's, not your shell's; see 'docker info')" ;;
+    *"requires the buildx"* | *"doesn't support secrets"* | *"option requires BuildKit"*)
+      echo "a BuildKit-only feature met the classic builder: install the buildx plugin (Debian/Ubuntu: sudo apt install docker-buildx)" ;;
+    *) echo "the builder's error is above" ;;
+  esac
+}
 
-step "2/4 start vLLM (and the services of COMPOSE_PROFILES)"
+step "1/7 preflight: what this machine needs (\`make doctor\` runs these checks alone)"
+scripts/preflight.sh --before-build || die "preflight failed: fix what it names above, then run make up again."
+
+if [[ "${GEMMA4_BUILD:-1}" == 1 ]]; then
+  step "2/7 building images (vLLM, smoke) from this checkout"
+  build_log="$(mktemp)"
+  trap 'rm -f "$build_log"' EXIT
+  # The output goes to the terminal as it comes, and to a file to name the cause if the build fails.
+  if ! "${compose[@]}" --profile smoke build vllm smoke 2>&1 | tee "$build_log"; then
+    die "building the images failed: $(build_failure "$build_log").
+  Nothing was downloaded yet: this is not a token or checkpoint problem."
+  fi
+else
+  step "2/7 building images: skipped (GEMMA4_BUILD=0 uses the images you have)"
+fi
+
+step "3/7 GPU: can a container use it the way compose gives it one?"
+scripts/preflight.sh --gpu || die "the GPU check failed: fix what it names above, then run make up again."
+
+step "4/7 downloading the checkpoint into the cache once (with HF_HUB_OFFLINE=1: checking that it is there)"
+"${compose[@]}" run --rm prefetch ||
+  die "downloading the checkpoint failed (the prefetch output is above). A gated or private model needs
+  HF_TOKEN_FILE; offline (HF_HUB_OFFLINE=1) needs the checkpoint in the cache first. See README.md, 'Troubleshooting'."
+
+step "5/7 starting vLLM (and the services of COMPOSE_PROFILES)"
 "${compose[@]}" up --detach ||
   die "'compose up' failed (above). 'could not select device driver \"nvidia\"' means the NVIDIA Container
   Toolkit is missing or Docker was not restarted after installing it. See README.md, 'Troubleshooting'."
 
-step "3/4 wait until vLLM is healthy (up to ${timeout_s}s; the first start compiles and takes minutes)"
+step "6/7 waiting until vLLM is healthy (up to ${timeout_s}s; the first start compiles and takes minutes)"
 if ! wait_healthy; then
   printf '\n---- last lines of the vLLM log ----\n' >&2
   "${compose[@]}" logs --no-log-prefix --tail 60 vllm >&2 || true
@@ -99,8 +127,8 @@ if ! wait_healthy; then
   engine-ready timeout and a desktop holding GPU memory are covered in README.md, 'Troubleshooting'."
 fi
 
-step "4/4 smoke suite against the running server"
-"${compose[@]}" --profile smoke run --rm --no-deps "${build[@]}" smoke ||
+step "7/7 smoke suite against the running server"
+"${compose[@]}" --profile smoke run --rm --no-deps smoke ||
   die "the smoke suite failed: the server is up but does not serve correctly (report above).
   Logs: make logs. Rerun the suite alone: make smoke."
 

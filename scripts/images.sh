@@ -5,9 +5,12 @@
 #
 #   make images                                   ghcr.io/gemma4-serve/{vllm,smoke,fetch}:<version>, local only
 #   REGISTRY=registry.example.com/ml make images  registry.example.com/ml/{vllm,smoke,fetch}:<version>, pushed
-#   GEMMA4_VLLM_TARGET=baked make images          the vLLM image with the checkpoint inside (air-gapped hosts)
+#   make images-baked                             the vLLM image with the checkpoint inside (air-gapped hosts), and
+#                                                 the smoke image; needs BuildKit (the buildx plugin): the Hub token
+#                                                 (HF_TOKEN_FILE) is a build secret, in no layer and no history
 #
-# <version> is pyproject.toml's; the image's revision label records the git commit.
+# <version> is pyproject.toml's; the image's revision label records the git commit. `make images` uses no
+# BuildKit-only feature: the classic builder of a Docker without buildx builds it too.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -30,11 +33,24 @@ if [[ -n "${REGISTRY:-}" ]]; then
   export GEMMA4_FETCH_IMAGE="${REGISTRY}/fetch:${version}"
 fi
 
-profiles=(--profile smoke --profile sglang)
-services=(vllm smoke sglang-prefetch)
+case "${1:-}" in
+  "")
+    profiles=(--profile smoke --profile sglang)
+    services=(vllm smoke sglang-prefetch)
+    images=("${GEMMA4_VLLM_IMAGE:-}" "${GEMMA4_SMOKE_IMAGE:-}" "${GEMMA4_FETCH_IMAGE:-}")
+    ;;
+  --baked)
+    # Say up front what it needs, before a long build fails on it.
+    scripts/preflight.sh --baked || die "the baked image cannot be built here: fix what the checks above name"
+    profiles=(--profile baked --profile smoke)
+    services=(vllm-baked smoke)
+    images=("${GEMMA4_VLLM_IMAGE:-}" "${GEMMA4_SMOKE_IMAGE:-}")
+    ;;
+  *) die "usage: scripts/images.sh [--baked]" ;;
+esac
 
 "${compose[@]}" "${profiles[@]}" build "${services[@]}"
 if [[ -n "${REGISTRY:-}" ]]; then
   "${compose[@]}" "${profiles[@]}" push "${services[@]}"
-  printf 'pushed %s, %s and %s\n' "$GEMMA4_VLLM_IMAGE" "$GEMMA4_SMOKE_IMAGE" "$GEMMA4_FETCH_IMAGE"
+  printf 'pushed %s\n' "${images[@]}"
 fi

@@ -208,7 +208,16 @@ def test_env_example_spells_vllm_flags_only_in_override_examples(repo: Path, vll
 
 
 def test_services_and_profiles(services: dict[str, Any]) -> None:
-    assert set(services) == {"prefetch", "vllm", "smoke", "bench", "prometheus", "grafana", *ENGINE_SERVICES}
+    assert set(services) == {
+        "prefetch",
+        "vllm",
+        "vllm-baked",
+        "smoke",
+        "bench",
+        "prometheus",
+        "grafana",
+        *ENGINE_SERVICES,
+    }
     assert "profiles" not in services["prefetch"] and "profiles" not in services["vllm"]
     assert services["smoke"]["profiles"] == ["smoke"]
     assert services["bench"]["profiles"] == ["bench"]
@@ -216,6 +225,48 @@ def test_services_and_profiles(services: dict[str, Any]) -> None:
     assert services["grafana"]["profiles"] == ["monitoring"]
     for name, profile in ENGINE_SERVICES.items():
         assert services[name]["profiles"] == [profile], name
+
+
+# What the classic builder (a distribution's Docker without the buildx plugin) refuses: build keys that only
+# BuildKit implements, and Dockerfile syntax that only BuildKit parses.
+BUILDKIT_ONLY_KEYS = {"secrets", "ssh", "additional_contexts", "cache_to", "platforms", "privileged", "entitlements"}
+BUILDKIT_ONLY_SYNTAX = re.compile(
+    r"^\s*RUN\s+--|<<-?\s*[A-Z'\"]|^\s*(COPY|ADD)\s+--(link|parents|exclude)|^#\s*syntax=", re.M
+)
+
+
+def stages_up_to(dockerfile: Path, target: str | None) -> str:
+    """The text of ``dockerfile`` up to and including stage ``target`` (the whole file when None)."""
+    text = dockerfile.read_text()
+    if target is None:
+        return text
+    match = re.search(rf"(?im)^FROM\s.*\sAS\s+{re.escape(target)}\s*$", text)
+    assert match, f"{dockerfile} has no stage {target}"
+    later = re.search(r"(?im)^FROM\s", text[match.end() :])
+    return text[: match.end() + later.start()] if later else text
+
+
+def test_default_builds_use_no_buildkit_only_feature(repo: Path, services: dict[str, Any]) -> None:
+    """Issue 22: `make up` on Debian's docker.io (no buildx) failed on the hf_token build secret."""
+    built = {name: s["build"] for name, s in services.items() if "build" in s and name != "vllm-baked"}
+    assert {"prefetch", "vllm", "smoke"} <= set(built)
+    for name, build in built.items():
+        assert not BUILDKIT_ONLY_KEYS & set(build), f"{name}: {BUILDKIT_ONLY_KEYS & set(build)}"
+        text = stages_up_to(repo / build["dockerfile"], build.get("target"))
+        assert not BUILDKIT_ONLY_SYNTAX.search(text), f"{name}: {BUILDKIT_ONLY_SYNTAX.search(text)}"
+    assert built["vllm"]["target"] == "runtime"
+    # The check sees what it must: the baked stage itself does use a BuildKit-only mount.
+    assert BUILDKIT_ONLY_SYNTAX.search(stages_up_to(repo / "docker/vllm/Dockerfile", "baked"))
+
+
+def test_the_baked_image_is_its_own_build_only_service_with_the_secret(services: dict[str, Any]) -> None:
+    baked = services["vllm-baked"]
+    assert baked["profiles"] == ["baked"] and baked["scale"] == 0  # `up` never starts it
+    assert baked["image"] == services["vllm"]["image"]  # what `docker save` of the documented name carries
+    assert baked["build"]["target"] == "baked"
+    assert [s["source"] for s in baked["build"]["secrets"]] == ["hf_token"]
+    assert {"GEMMA4_MODEL", "GEMMA4_REVISION"} <= set(baked["build"]["args"])
+    assert "secrets" not in baked and "ports" not in baked and "deploy" not in baked
 
 
 def test_start_order_prefetch_then_vllm_then_smoke(services: dict[str, Any]) -> None:
@@ -481,7 +532,7 @@ def test_makefile_names_every_compose_profile(repo: Path, no_env: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     profiles = set(proc.stdout.split())
     line = re.search(r"(?m)^COMPOSE_ALL := (.*)$", (repo / "Makefile").read_text()).group(1)
-    expected = {"smoke", "monitoring", "bench", *ENGINE_SERVICES.values()}
+    expected = {"smoke", "monitoring", "bench", "baked", *ENGINE_SERVICES.values()}
     assert set(re.findall(r"--profile (\S+)", line)) == profiles == expected
 
 
