@@ -17,7 +17,7 @@ COMPOSE_ALL := $(COMPOSE) --profile smoke --profile monitoring --profile sglang 
 SMOKE_ARGS ?=
 export COMPOSE
 
-.PHONY: help tools lock lint test test-unit test-contract test-e2e up down logs smoke ps images images-baked doctor
+.PHONY: help tools lock lint test test-unit test-contract test-e2e test-compose up down logs smoke ps images images-baked doctor
 
 help: ## List the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,6 +49,9 @@ test-contract: tools ## Only the contract tests (vLLM parser, compose, helm, had
 
 test-e2e: tools ## Only the end-to-end tests against real CPU servers and fault stubs
 	@$(RUN) $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+test-compose: tools ## Only `make up` for real: Docker Engine (started if need be), the real Dockerfiles, compose.yaml, vLLM on CPU
+	@$(RUN) $(PY) -m pytest tests/e2e/test_compose_real.py $(PYTEST_ARGS)
 
 up: ## On a GPU machine: preflight, build, fetch the checkpoint once, start vLLM, wait until healthy, smoke-test
 	@scripts/compose-up.sh

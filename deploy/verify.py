@@ -6,7 +6,9 @@ Checks, each failing with the file or module it concerns:
 2. every safetensors header parses and each file is as long as its header says (a cut-short download fails);
 3. in a Hugging Face cache, each shard's sha256 equals the blob name, which is the Hub's LFS sha256;
 4. ``quantization_config`` parses with compressed-tensors and is W8A16 as the bundle expects (int8 weights,
-   symmetric, channel or group strategy, no activation quantization, ``pack-quantized``);
+   symmetric, channel or group strategy, no activation quantization, ``pack-quantized``). A checkpoint you
+   choose yourself (``GEMMA4_MODEL`` other than the bundle's) may also be W4A16: vLLM serves both with the
+   same weight-only scheme (``CompressedTensorsWNA16``), and the summary says which one it is;
 5. the right modules are quantized: every decoder-layer Linear is, and nothing in the vision or audio tower,
    the embeddings or ``lm_head`` is.
 """
@@ -23,6 +25,7 @@ from typing import Any
 
 from deploy.checkpoint import QUANTIZED_SUFFIXES, CheckpointError, TensorInfo, read_header, snapshot_files
 from deploy.fetch import FetchError, add_checkpoint_arguments, cached_snapshot, model_and_revision
+from deploy.profiles import MODEL_ID
 
 REQUIRED_FILES: tuple[tuple[str, ...], ...] = (
     ("config.json",),
@@ -31,7 +34,9 @@ REQUIRED_FILES: tuple[tuple[str, ...], ...] = (
     ("processor_config.json", "preprocessor_config.json"),
 )
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-EXPECTED_BITS = 8
+# The bundle's checkpoint is W8A16; another one (GEMMA4_MODEL) may be any weight-only int scheme vLLM's WNA16 runs.
+EXPECTED_BITS: tuple[int, ...] = (8,)
+OTHER_MODEL_BITS: tuple[int, ...] = (4, 8)
 EXPECTED_STRATEGIES = ("channel", "group")
 # Modules that must stay unquantized: both towers, their projections, the embeddings and the LM head.
 MUST_STAY_UNQUANTIZED = re.compile(r"(vision_tower|audio_tower|embed_vision|embed_audio|embed_tokens|lm_head)")
@@ -98,8 +103,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_quantization(config: dict[str, Any]) -> dict[str, Any]:
-    """Parse ``quantization_config`` with compressed-tensors; return its scheme; raise on anything but W8A16."""
+def check_quantization(config: dict[str, Any], bits: tuple[int, ...] = EXPECTED_BITS) -> dict[str, Any]:
+    """Parse ``quantization_config`` with compressed-tensors; return its scheme; raise unless W{bits}A16."""
     qc = config.get("quantization_config")
     if not qc:
         raise VerifyError("config.json has no quantization_config: this is not the W8A16 checkpoint")
@@ -119,8 +124,9 @@ def check_quantization(config: dict[str, Any]) -> dict[str, Any]:
         if w is None:
             problems.append("no weight quantization")
         else:
-            if w.num_bits != EXPECTED_BITS or str(getattr(w.type, "value", w.type)) != "int":
-                problems.append(f"weights are {w.type} {w.num_bits}-bit, expected int 8-bit")
+            if w.num_bits not in bits or str(getattr(w.type, "value", w.type)) != "int":
+                expected = " or ".join(f"{b}-bit" for b in bits)
+                problems.append(f"weights are {w.type} {w.num_bits}-bit, expected int {expected}")
             if not w.symmetric:
                 problems.append("weights are asymmetric, expected symmetric")
             strategy = str(getattr(w.strategy, "value", w.strategy))
@@ -170,14 +176,14 @@ def check_modules(tensors: dict[str, TensorInfo]) -> dict[str, list[str]]:
     return {"quantized": quantized, "unquantized": unquantized}
 
 
-def verify(snapshot: Path, hash_files: bool = True) -> dict[str, Any]:
-    """Run every check; return a summary; raise :class:`VerifyError` on the first failure."""
+def verify(snapshot: Path, hash_files: bool = True, bits: tuple[int, ...] = EXPECTED_BITS) -> dict[str, Any]:
+    """Run every check (weights of ``bits`` bits); return a summary; raise :class:`VerifyError` on the first failure."""
     check_files(snapshot)
     try:
         config = json.loads((snapshot / "config.json").read_text())
     except ValueError as exc:
         raise VerifyError(f"{snapshot / 'config.json'}: not valid JSON ({exc})") from exc
-    quant = check_quantization(config)
+    quant = check_quantization(config, bits)
     tensors = check_shards(snapshot, hash_files)
     modules = check_modules(tensors)
     return {"snapshot": str(snapshot), "tensors": len(tensors), **quant, **modules}
@@ -207,7 +213,9 @@ def run(args: argparse.Namespace) -> int:
     model, revision = model_and_revision(args.model, args.revision)
     try:
         snapshot = cached_snapshot(model, revision, args.cache_dir)
-        summary = verify(snapshot, hash_files=not args.no_hash)
+        summary = verify(
+            snapshot, hash_files=not args.no_hash, bits=EXPECTED_BITS if model == MODEL_ID else OTHER_MODEL_BITS
+        )
     except (FetchError, VerifyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

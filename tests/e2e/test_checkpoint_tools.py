@@ -140,6 +140,25 @@ def test_verify_rejects_a_wrong_scheme(tiny_w8a16_checkpoint: Path, tmp_path: Pa
         verify(snap)
 
 
+def test_verify_accepts_w4a16_only_for_a_checkpoint_other_than_the_bundles(
+    tiny_w8a16_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GEMMA4_MODEL may name a W4A16 checkpoint (vLLM's same WNA16 scheme); the bundle's own must be W8A16."""
+    snap = _copy(tiny_w8a16_checkpoint, tmp_path / "snap")
+    config = json.loads((snap / "config.json").read_text())
+    config["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"] = 4
+    (snap / "config.json").write_text(json.dumps(config))
+    proc = deploy_in_process(monkeypatch, capsys, "verify", "--model", str(snap))
+    assert proc.returncode == 0, proc.stderr
+    assert "scheme: W4A16 int channel, pack-quantized" in proc.stdout
+    with pytest.raises(VerifyError, match="int 4-bit, expected int 8-bit"):
+        verify(snap)  # the bundle's expectation
+    config["quantization_config"]["config_groups"]["group_0"]["weights"]["num_bits"] = 2
+    (snap / "config.json").write_text(json.dumps(config))
+    proc = deploy_in_process(monkeypatch, capsys, "verify", "--model", str(snap))
+    assert proc.returncode == 1 and "int 2-bit, expected int 4-bit or 8-bit" in proc.stderr
+
+
 def test_verify_rejects_a_truncated_file_and_the_bf16_checkpoint(
     tiny_w8a16_checkpoint: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:

@@ -536,7 +536,7 @@ def test_doctor_checks_the_api_key_file_for_the_smoke_user(
     line = verdicts(proc)["secrets"]
     assert line.startswith("ok" if ok else "FAIL") and cause in line, line
     if not ok:
-        assert f"setfacl -m u:10001:r {key}" in line
+        assert f"chmod 0700 {tmp_path} && chmod 0644 {key}" in line and f"setfacl -m u:10001:r {key}" in line
     assert "sk-test-not-a-real-key" not in proc.stdout + proc.stderr
 
 
