@@ -112,6 +112,11 @@ smoke-url: tools ## Run the smoke suite from this checkout against any server: m
 smoke-bench: tools ## Print the smoke suite's wall time against a local CPU server and a stub (not asserted)
 	@$(RUN) $(PY) -m tests.fixtures.smoke_bench
 
+# ---- Opt-in features (docs/features.md) --------------------------------------------------------------
+.PHONY: test-vllm-bugs
+test-vllm-bugs: tools ## The feature tests plus a third real-vLLM start that shows the suite naming vLLM 0.21.0's reasoning bug
+	@$(RUN) GEMMA4_TEST_VLLM_BUGS=1 $(PY) -m pytest tests/e2e/test_features_real_vllm.py $(PYTEST_ARGS)
+
 # ---- Fit planner (issue 6) ----------------------------------------------------------------------
 .PHONY: profiles
 profiles: tools ## Regenerate deploy/profiles/gpu-*.yaml and the README fit table from the fit planner

@@ -50,7 +50,9 @@ def test_runs_the_suite_as_non_root_from_the_pinned_set(repo: Path) -> None:
         "requirements/smoke.txt /tmp/smoke-requirements.txt",
         "smoke_tests/ /opt/gemma4-serve/smoke_tests/",
     ]
-    [run] = stage.values("RUN")
+    apt, run = stage.values("RUN")
+    # One Debian package besides the locked Python set: espeak-ng for the spoken audio check, pinned.
+    assert "apt-get install -y --no-install-recommends espeak-ng=" in apt and "rm -rf /var/lib/apt/lists" in apt
     assert "--no-deps" in run and "-r /tmp/smoke-requirements.txt" in run and "&& pip check" in run
     assert stage.pairs("ENV")["PYTHONPATH"] == "/opt/gemma4-serve"
 

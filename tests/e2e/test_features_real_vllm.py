@@ -9,12 +9,16 @@ of tests/fixtures/tiny_gemma4_api.py stands in for the W8A16 checkpoint, which v
   `reasoning` feature's workaround for upstream issue 39130 works), and the suite catches the vLLM 0.21.0 bug the
   workaround does not reach: streamed named/required tool calls arrive as `content`. The failure names it.
 
+A third server, opt-in (``make test-vllm-bugs``), undoes the workaround and shows the suite naming the bug it
+works around.
+
 The weights are random, so the suite runs at --level protocol; the answer checks are a GPU-and-real-model matter.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,3 +151,32 @@ def test_audio_off_is_found_and_its_checks_skipped(tools_reasoning: tuple, tmp_p
     code, checks = smoke(tmp_path, url, "--select", "audio")
     assert code == 0 and not named(checks, "passed")
     assert "At most 0 audio(s)" in checks["audio.clip_reaches_the_model"]["message"]
+
+
+# ---- The workaround's reason, on the engine: opt-in (`make test-vllm-bugs`), a third engine start -----------
+
+BUGS_ENV = "GEMMA4_TEST_VLLM_BUGS"
+
+
+@pytest.fixture(scope="module")
+def reasoning_without_workaround(
+    vllm_python: str, checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple]:
+    if os.environ.get(BUGS_ENV) != "1":
+        pytest.skip(f"a third engine start: run with {BUGS_ENV}=1 (make test-vllm-bugs)")
+    workdir = tmp_path_factory.mktemp("vllm-reasoning-bug")
+    # The override a user would write to undo the feature's workaround.
+    off = "--structured-outputs-config '{\"enable_in_reasoning\": false}'"
+    with launch(vllm_python, checkpoint, "tools,reasoning", workdir, extra_args=off) as url:
+        yield url, workdir
+
+
+def test_without_the_workaround_the_suite_names_upstream_issue_39130(
+    reasoning_without_workaround: tuple, tmp_path: Path
+) -> None:
+    url, _ = reasoning_without_workaround
+    _, checks = smoke(tmp_path, url, "--features", "tools,reasoning", "--select", "structured or json_schema")
+    for name in ("structured.json_schema", "reasoning.json_schema_enforced"):
+        assert checks[name]["outcome"] == "failed", name
+        assert "upstream issue 39130" in checks[name]["message"]
+        assert "--structured-outputs-config.enable_in_reasoning true" in checks[name]["message"]
