@@ -92,7 +92,7 @@ def test_forced_call(
 
 
 @pytest.mark.parametrize("choice", list(CHOICES))
-def test_streamed_arguments(
+def test_arguments_streamed(
     client: SmokeClient, model: str, features: Features, choice: str, detail: Callable[[str], None]
 ) -> None:
     """Streamed, the argument deltas of each call join into JSON that validates, equal to the non-streamed call."""

@@ -41,8 +41,8 @@ PROTOCOL = {
 TOOLS = {
     "tools.forced_call[named]",
     "tools.forced_call[required]",
-    "tools.streamed_arguments[named]",
-    "tools.streamed_arguments[required]",
+    "tools.arguments_streamed[named]",
+    "tools.arguments_streamed[required]",
     "tools.tool_result_turn",
 }
 AUDIO = {"audio.clip_reaches_the_model", "audio.over_limit_refused", "audio.long_clip_not_an_error"}
@@ -104,7 +104,7 @@ def required_stream_bug(checks: dict[str, dict]) -> set[str]:
     "parameters" and its colon, vLLM 0.21.0 loses the start of the streamed arguments (docs/features.md); whether
     it falls there depends on the checkpoint's random draw, so either outcome is right as long as it is named.
     """
-    name = "tools.streamed_arguments[required]"
+    name = "tools.arguments_streamed[required]"
     if checks[name]["outcome"] != "failed":
         return set()
     assert "the opening brace) is lost" in checks[name]["message"], checks[name]["message"]
@@ -136,7 +136,7 @@ def test_tools_and_reasoning_catch_the_streaming_bug(tools_reasoning: tuple, tmp
     assert resolved["structured-outputs-config"] == {"enable_in_reasoning": True}
     code, checks = smoke(tmp_path, url, "--features", "tools,reasoning", "--select", FEATURE_CHECKS)
     assert code == 1
-    streamed = {"tools.streamed_arguments[named]", "tools.streamed_arguments[required]"}
+    streamed = {"tools.arguments_streamed[named]", "tools.arguments_streamed[required]"}
     # The workaround holds: JSON schemas and non-streamed forced calls are enforced with the reasoning parser on.
     assert named(checks, "passed") == PROTOCOL | (TOOLS - streamed) | REASONING
     # vLLM 0.21.0's streaming bug is caught, and the failure says what it is.

@@ -17,7 +17,7 @@ from tests.fixtures.servers import run_asgi
 
 ALL = "tools,reasoning,audio"
 TOOLS_FORCED = {"tools.forced_call[named]", "tools.forced_call[required]"}
-TOOLS_STREAMED = {"tools.streamed_arguments[named]", "tools.streamed_arguments[required]"}
+TOOLS_STREAMED = {"tools.arguments_streamed[named]", "tools.arguments_streamed[required]"}
 BUG = "upstream issue 39130"
 
 # (fault, checks that must fail and no others, a fragment of the first listed check's message)
@@ -49,7 +49,7 @@ FEATURE_FAULTS = [
         TOOLS_FORCED | TOOLS_STREAMED | {"tools.tool_result_turn", "tools.auto_calls_the_tool"},
         "the arguments do not validate against the tool's parameters at (root): 'unit' is a required property",
     ),
-    ("tool_call_missing", {"tools.forced_call[required]", "tools.streamed_arguments[required]"}, "no tool call"),
+    ("tool_call_missing", {"tools.forced_call[required]", "tools.arguments_streamed[required]"}, "no tool call"),
     ("tool_stream_args_broken", TOOLS_STREAMED, "streamed call 0 (joined deltas): the arguments is not valid JSON"),
     # (the required variant also names vLLM 0.21.0's whitespace bug: test_the_required_streaming_bug_is_named)
     ("tool_stream_as_content", TOOLS_STREAMED, "no tool_calls delta"),
@@ -136,7 +136,7 @@ def test_the_reasoning_bugs_are_named_with_their_workarounds(stub, tmp_path: Pat
     for name, message in outcomes(report, "failed").items():
         assert BUG in message and "--structured-outputs-config.enable_in_reasoning true" in message, name
     s.break_("tool_stream_as_content")
-    _, report = run(tmp_path, url, "--features", ALL, "--select", "streamed_arguments")
+    _, report = run(tmp_path, url, "--features", ALL, "--select", "arguments_streamed")
     for name, message in outcomes(report, "failed").items():
         assert (
             "the stream never leaves the reasoning phase, so named/required tool calls arrive as `content`" in message
@@ -147,10 +147,10 @@ def test_the_reasoning_bugs_are_named_with_their_workarounds(stub, tmp_path: Pat
 def test_the_required_streaming_bug_is_named(stub, tmp_path: Path) -> None:
     url, s = stub
     s.break_("tool_stream_args_broken")  # the opening brace lost, as vLLM 0.21.0 loses it for `required`
-    _, report = run(tmp_path, url, "--features", "tools", "--select", "streamed_arguments")
+    _, report = run(tmp_path, url, "--features", "tools", "--select", "arguments_streamed")
     failures = outcomes(report, "failed")
-    assert "the opening brace) is lost" in failures["tools.streamed_arguments[required]"]
-    assert "is lost" not in failures["tools.streamed_arguments[named]"]  # named calls stream without that parser
+    assert "the opening brace) is lost" in failures["tools.arguments_streamed[required]"]
+    assert "is lost" not in failures["tools.arguments_streamed[named]"]  # named calls stream without that parser
 
 
 def test_wrong_spoken_answer_fails_the_spoken_check(stub, tmp_path: Path) -> None:
