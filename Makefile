@@ -113,9 +113,9 @@ smoke-bench: tools ## Print the smoke suite's wall time against a local CPU serv
 	@$(RUN) $(PY) -m tests.fixtures.smoke_bench
 
 # ---- Opt-in features (docs/features.md) --------------------------------------------------------------
-.PHONY: test-vllm-bugs
-test-vllm-bugs: tools ## The feature tests plus a third real-vLLM start that shows the suite naming vLLM 0.21.0's reasoning bug
-	@$(RUN) GEMMA4_TEST_VLLM_BUGS=1 $(PY) -m pytest tests/e2e/test_features_real_vllm.py $(PYTEST_ARGS)
+.PHONY: test-features
+test-features: tools ## The real-vLLM feature tests with two more engine starts (tools,audio; reasoning without its workaround)
+	@$(RUN) GEMMA4_TEST_FEATURE_MATRIX=1 $(PY) -m pytest tests/e2e/test_features_real_vllm.py $(PYTEST_ARGS)
 
 # ---- Fit planner (issue 6) ----------------------------------------------------------------------
 .PHONY: profiles
