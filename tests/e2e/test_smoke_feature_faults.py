@@ -204,6 +204,17 @@ def test_a_probe_that_breaks_the_server_fails_the_feature_checks(stub, tmp_path:
     assert "asking the server whether it runs a feature" in outcomes(report, "failed")["tools.forced_call[named]"]
 
 
+def test_outside_vllm_mode_a_5xx_probe_means_the_feature_is_off(stub, tmp_path: Path) -> None:
+    url, s = stub
+    s.features = set()
+    s.break_("audio_over_limit_500")  # audio off: the clip is over the limit of 0, and the stub answers 500
+    code, report = run(tmp_path, url, "--server", "generic", "--select", "audio")
+    assert code == 0 and not outcomes(report, "passed")
+    assert "refused a 0.2 s audio clip (500" in outcomes(report, "skipped")["audio.clip_reaches_the_model"]
+    code, report = run(tmp_path, url, "--select", "audio")  # vLLM mode: a 500 is a failure, not "off"
+    assert code == 1 and "answered 500" in outcomes(report, "failed")["audio.clip_reaches_the_model"]
+
+
 @pytest.mark.parametrize("value", ["tool", "auto,tools", "", "reasoning,speech"])
 def test_bad_features_option_is_a_usage_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--base-url", "http://127.0.0.1:1", "--features", value]) == 2
