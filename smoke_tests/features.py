@@ -8,9 +8,10 @@ reason. ``--features auto`` (the default) asks the server with one small request
 - reasoning: cannot be told over the OpenAI API (the ``reasoning`` field is there either way), so it is
   checked only when named: ``--features reasoning`` (compose and the Helm test pod pass the server's list).
 
-Probe requests go out with ``Connection: close`` and a refusal is never a failure here: it only means the feature
-is off. On vLLM a refusal is a 4xx, and anything else (a 500, no answer) fails every feature check with the
-probe's message; other servers may refuse what they do not serve with a 5xx, so there any non-200 means off.
+Probing relies on vLLM's documented refusals, so it runs with ``--server vllm`` only; on other servers ``auto``
+means no feature (name them with ``--features``): transformers serve, for one, answers 200 to a forced tool
+choice it ignores. Probe requests go out with ``Connection: close``; a 4xx means off, anything else (a 500, no
+answer) fails every feature check with the probe's message.
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ class Features:
             pytest.skip(f"feature {name} is off: {self.why_off.get(name, 'not in --features')}")
 
 
-def _probe(client: SmokeClient, body: dict, what: str, strict: bool) -> tuple[bool, str]:
-    """(on, why) from one probe request: 200 = on, 400-499 = off, else CheckError (``strict``) or off."""
+def _probe(client: SmokeClient, body: dict, what: str) -> tuple[bool, str]:
+    """(on, why) from one probe request: 200 = on, 400-499 = off, anything else = CheckError."""
     response = client.request("POST", "/v1/chat/completions", json=body, headers={"Connection": "close"})
     if response.status_code == 200:
         return True, f"{what}: answered 200"
-    if 400 <= response.status_code < 500 or not strict:
+    if 400 <= response.status_code < 500:
         return False, f"the server refused a {what} ({response.status_code}: {excerpt(response, 120)})"
     raise CheckError(
         f"asking the server whether it runs a feature, a {what} answered {response.status_code}: {excerpt(response)}"
@@ -57,10 +58,12 @@ def discover(client: SmokeClient, settings: Settings, model: str) -> Features:
     if named is not None:
         off = {name: f"not in --features {settings.features}" for name in FEATURES if name not in named}
         return Features(frozenset(named), off)
+    if settings.server != "vllm":
+        why = f"--features auto asks vLLM only (--server {settings.server}): name the server's features with --features"
+        return Features(frozenset(), dict.fromkeys(FEATURES, why))
     from smoke_tests.checks import TOOL_PROMPT, WEATHER_TOOL
 
     base = {"model": model, "max_tokens": 1, "temperature": 0}
-    strict = settings.server == "vllm"
     tools_on, tools_why = _probe(
         client,
         {
@@ -70,11 +73,10 @@ def discover(client: SmokeClient, settings: Settings, model: str) -> Features:
             "tool_choice": "required",
         },
         "tool_choice=required request",
-        strict,
     )
     clip = [audio_part(wav_bytes(0.2)), {"type": "text", "text": "What is this sound?"}]
     audio = {**base, "messages": [{"role": "user", "content": clip}]}
-    audio_on, audio_why = _probe(client, audio, "0.2 s audio clip", strict)
+    audio_on, audio_why = _probe(client, audio, "0.2 s audio clip")
     on = {name for name, is_on in (("tools", tools_on), ("audio", audio_on)) if is_on}
     off = {name: why for name, why in (("tools", tools_why), ("audio", audio_why)) if name not in on}
     return Features(frozenset(on), {**off, **NOT_DISCOVERABLE})

@@ -204,15 +204,17 @@ def test_a_probe_that_breaks_the_server_fails_the_feature_checks(stub, tmp_path:
     assert "asking the server whether it runs a feature" in outcomes(report, "failed")["tools.forced_call[named]"]
 
 
-def test_outside_vllm_mode_a_5xx_probe_means_the_feature_is_off(stub, tmp_path: Path) -> None:
+def test_auto_asks_only_vllm(stub, tmp_path: Path) -> None:
     url, s = stub
-    s.features = set()
-    s.break_("audio_over_limit_500")  # audio off: the clip is over the limit of 0, and the stub answers 500
-    code, report = run(tmp_path, url, "--server", "generic", "--select", "audio")
+    s.features = {"tools", "audio"}
+    code, report = run(tmp_path, url, "--server", "generic", "--select", "forced_call or audio")
     assert code == 0 and not outcomes(report, "passed")
-    assert "refused a 0.2 s audio clip (500" in outcomes(report, "skipped")["audio.clip_reaches_the_model"]
-    code, report = run(tmp_path, url, "--select", "audio")  # vLLM mode: a 500 is a failure, not "off"
-    assert code == 1 and "answered 500" in outcomes(report, "failed")["audio.clip_reaches_the_model"]
+    assert (
+        "--features auto asks vLLM only (--server generic)"
+        in outcomes(report, "skipped")["audio.clip_reaches_the_model"]
+    )
+    code, report = run(tmp_path, url, "--server", "generic", "--features", "tools,audio", "--select", "forced_call")
+    assert code == 0 and set(outcomes(report, "passed")) == {"tools.forced_call[named]", "tools.forced_call[required]"}
 
 
 @pytest.mark.parametrize("value", ["tool", "auto,tools", "", "reasoning,speech"])
