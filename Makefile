@@ -97,6 +97,7 @@ test-helm: tools ## Only the chart's tests: Helm 3+4 lint/render, kubernetes-val
 BENCH_ARGS ?=
 
 bench: ## Benchmark the running deployment: the card's table into reports/bench (BENCH_ARGS="--requests 8")
+	@scripts/host-dirs.sh GEMMA4_BENCH_RESULTS
 	@$(COMPOSE) --profile bench run --rm --no-deps bench $(BENCH_ARGS)
 
 bench-overhead: tools ## How fast the bench client is vs `vllm bench serve`, on a zero-latency local server
