@@ -113,6 +113,11 @@ smoke-url: tools ## Run the smoke suite from this checkout against any server: m
 smoke-bench: tools ## Print the smoke suite's wall time against a local CPU server and a stub (not asserted)
 	@$(RUN) $(PY) -m tests.fixtures.smoke_bench
 
+# ---- Opt-in features (docs/features.md) --------------------------------------------------------------
+.PHONY: test-features
+test-features: tools ## The real-vLLM feature tests with two more engine starts (tools,audio; reasoning without its workaround)
+	@$(RUN) GEMMA4_TEST_FEATURE_MATRIX=1 $(PY) -m pytest tests/e2e/test_features_real_vllm.py $(PYTEST_ARGS)
+
 # ---- Fit planner (issue 6) ----------------------------------------------------------------------
 .PHONY: profiles
 profiles: tools ## Regenerate deploy/profiles/gpu-*.yaml and the README fit table from the fit planner

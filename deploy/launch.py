@@ -3,11 +3,12 @@
 1. Read the GPU (nvidia-smi): memory and compute capability.
 2. Pick the profile: ``GEMMA4_PROFILE=auto`` takes the largest GPU class the card has room for (Ada/Hopper or
    Ampere variant by compute capability); a card smaller than every class gets a configuration planned for it,
-   or a refusal that names the llama.cpp path. A named profile is honoured.
+   or a refusal that names the llama.cpp path. A named profile is honoured. The opt-in features named in
+   ``GEMMA4_FEATURES`` (``deploy/profiles/features``) are merged into it.
 3. Adjust only what the GPU dictates: an fp8 KV cache on a GPU below compute capability 8.9 becomes ``auto``;
    and what the orchestrator dictates: ``GEMMA4_LISTEN_PORT`` (the pod's port) replaces the profile's ``port``.
 4. Check the plan: it must fit the card, and the memory free right now must cover the budget; otherwise stop
-   and say exactly what to change.
+   and say exactly what to change (a feature that does not fit is named, with the setting that drops it).
 5. Write the resolved config, print it as a command with the fit summary, and exec
    ``vllm serve --config <resolved.yaml> [GEMMA4_EXTRA_ARGS]``.
 
@@ -41,7 +42,16 @@ from deploy.fit import (
 )
 from deploy.gpu import GPU, GPUClass, GPUError, class_for, detect, load_classes
 from deploy.model import GemmaModel
-from deploy.profiles import DEFAULT_REVISION, ProfileError, load_profile, to_argv
+from deploy.profiles import (
+    DEFAULT_REVISION,
+    FEATURES_ENV,
+    ProfileError,
+    apply_features,
+    feature_summary,
+    load_profile,
+    parse_features,
+    to_argv,
+)
 from deploy.recommend import LLAMA_CPP_HINT, recommend
 from deploy.serve_args import from_mapping, overrides_from_argv
 
@@ -66,6 +76,7 @@ class Resolved:
     extra_args: list[str]
     notes: list[str] = field(default_factory=list)
     plan: Plan | None = None
+    features: list[str] = field(default_factory=list)
 
 
 def _base_profile(gpu: GPU, classes: list[GPUClass], model: GemmaModel, notes: list[str]) -> tuple[str, dict]:
@@ -147,12 +158,48 @@ def _listen_port(raw: str, extra: list[str]) -> int:
     return port
 
 
-def _check_fit(config: dict[str, Any], extra: list[str], gpu: GPU, model: GemmaModel) -> Plan:
+def _features_to_drop(
+    base: dict[str, Any], features: list[str], extra: list[str], gpu: GPU, model: GemmaModel
+) -> tuple[list[str], list[str]]:
+    """Why the features miss the card: (features any one of which, dropped, makes it fit; the features left).
+
+    When no single feature is to blame but dropping them all fits, all are named; when even that does not fit,
+    the features are not the problem and both lists are empty.
+    """
+
+    def fits(names: list[str]) -> bool:
+        config = {**apply_features(base, names), **overrides_from_argv(extra)}
+        return plan(model, from_mapping(config), gpu.total_bytes, gpu_name=gpu.name).fits
+
+    single = [f for f in features if fits([g for g in features if g != f])]
+    if single:
+        return single, [f for f in features if f != single[0]]
+    return (list(features), []) if fits([]) else ([], [])
+
+
+def _check_fit(
+    config: dict[str, Any],
+    extra: list[str],
+    gpu: GPU,
+    model: GemmaModel,
+    base: dict[str, Any] | None = None,
+    features: list[str] | None = None,
+) -> Plan:
     try:
         args = from_mapping({**config, **overrides_from_argv(extra)})
         result = plan(model, args, gpu.total_bytes, gpu_name=gpu.name)
     except (FitError, ValueError) as exc:
         raise LaunchError(f"cannot plan the resolved arguments: {exc}") from exc
+    if not result.fits and features and base is not None:
+        culprits, rest = _features_to_drop(base, features, extra, gpu, model)
+        if culprits:
+            which = " or ".join(culprits) if rest or len(culprits) == 1 else " and ".join(culprits)
+            raise LaunchError(
+                f"the features {FEATURES_ENV}={','.join(features)} do not fit {gpu.name} with this profile: "
+                f"{result.reason}. Drop {which}: {FEATURES_ENV}={','.join(rest) or 'none'} (compose) or the same "
+                "list in serving.features (Helm); or use a GPU with more memory",
+                code=1,
+            )
     if not result.fits:
         try:
             rec = recommend(model, gpu.total_bytes, gpu.compute_capability, gpu_name=gpu.name)
@@ -224,6 +271,18 @@ def resolve(
         profile = requested
         notes.append(f"profile {requested} (forced by GEMMA4_PROFILE)")
     config = dict(config)
+    base = config
+    try:
+        features = parse_features(environ.get(FEATURES_ENV))
+    except ProfileError as exc:
+        raise LaunchError(f"{FEATURES_ENV}: {exc}") from exc
+    if features:
+        try:
+            config = apply_features(config, features)
+        except ProfileError as exc:
+            raise LaunchError(f"{FEATURES_ENV}: {exc}") from exc
+        for name in features:
+            notes.append(f"feature {name} ({FEATURES_ENV}): {feature_summary(name)}")
     if environ.get("GEMMA4_MODEL"):
         config["model"] = environ["GEMMA4_MODEL"]
         notes.append(f"model {config['model']} (GEMMA4_MODEL); the fit check still assumes Gemma 4 E2B W8A16")
@@ -236,8 +295,9 @@ def resolve(
         notes.append("no GPU information (nvidia-smi unavailable): the fit and free-memory checks are skipped")
     else:
         _correct_kv_dtype(config, extra, gpu, notes)
-        result = _check_fit(config, extra, gpu, model)
-    return Resolved(profile, config, extra, notes, result)
+        base = {**base, "kv-cache-dtype": config.get("kv-cache-dtype", "auto")}
+        result = _check_fit(config, extra, gpu, model, base, features)
+    return Resolved(profile, config, extra, notes, result, features)
 
 
 def write_config(resolved: Resolved, directory: Path) -> Path:
