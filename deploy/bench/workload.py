@@ -147,14 +147,11 @@ class PromptBuilder:
     async def _tokenize_count(self, messages: list[dict[str, Any]]) -> int | None:
         """VLLM's ``POST /tokenize`` for a chat request; None if the server has no such endpoint."""
         body = {"model": self.model, "messages": messages, "add_generation_prompt": True}
-        try:
-            response = await self.client.http.post("/tokenize", json=body, timeout=60.0)
-        except Exception:
-            return None
-        if response.status_code != 200:
+        reply = await self.client.try_post_json("/tokenize", body, timeout=60.0)
+        if reply is None or reply.status != 200:
             return None
         try:
-            count = response.json().get("count")
+            count = reply.json().get("count")
         except (ValueError, AttributeError):
             return None
         return int(count) if isinstance(count, int) else None
@@ -185,15 +182,28 @@ class PromptBuilder:
         return await self._usage_count(messages)
 
     async def build(
-        self, requests: int, target: int, images: int, *, image_size: int = 512, seed: int = 0
+        self,
+        requests: int,
+        target: int,
+        images: int,
+        *,
+        image_size: int = 512,
+        seed: int = 0,
+        on_prompt: Callable[[], None] | None = None,
     ) -> list[Prompt]:
-        """``requests`` prompts of ``target`` tokens each (``target`` 0: a short unmeasured prompt)."""
+        """``requests`` prompts of ``target`` tokens each (``target`` 0: a short unmeasured prompt).
+
+        ``on_prompt`` is called once per prompt made (a progress bar: fitting 32k-token prompts takes a while).
+        """
+        tick = on_prompt or (lambda: None)
         urls = [
             [noise_png_data_url(image_size, seed * 100_003 + i * 17 + k) for k in range(images)]
             for i in range(requests)
         ]
         nonces = [(seed * 100_003 + i) % 1_000_000 for i in range(requests)]
         if target <= 0:
+            for _ in nonces:
+                tick()
             return [
                 Prompt(make_messages(n, 16, u, seed), None, images, False) for n, u in zip(nonces, urls, strict=True)
             ]
@@ -206,6 +216,7 @@ class PromptBuilder:
 
         words, pad, tokens = await fit_prompt(counter, builder(nonces[0], urls[0]), target, 0)
         prompts = [Prompt(make_messages(nonces[0], words, urls[0], seed, pad), tokens, images, tokens == target)]
+        tick()
         per_request = self._tokenize is True
         for nonce, url in zip(nonces[1:], urls[1:], strict=True):
             if per_request:
@@ -215,4 +226,5 @@ class PromptBuilder:
                 # Counting costs a prefill here: reuse the fitted text (the numbers have a fixed width, so the
                 # length is the same); each stream's usage chunk reports the real length.
                 prompts.append(Prompt(make_messages(nonce, words, url, seed, pad), None, images, False))
+            tick()
         return prompts
