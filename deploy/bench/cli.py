@@ -30,7 +30,7 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -219,6 +219,8 @@ def _check_options(args: argparse.Namespace) -> str | None:
             return f"--sweep over concurrency takes whole numbers, not {args.sweep}"
         if args.sweep_over == "rate" and len(args.concurrency) > 1 and args.concurrency_given:
             return "--sweep-over rate takes one --concurrency (the limit in flight) or none"
+        if args.sweep_over == "concurrency" and args.concurrency_given:
+            return "--sweep over concurrency replaces --concurrency: give one of them"
         if args.sweep_over == "concurrency" and not math.isinf(args.request_rate):
             return "--sweep over concurrency is a closed loop: drop --request-rate, or use --sweep-over rate"
     if not math.isinf(args.request_rate) and args.concurrency_given and len(args.concurrency) > 1:
@@ -471,7 +473,7 @@ async def _bench(args: argparse.Namespace) -> _Outcome:
                     break
                 run.update(engine=engine, format=fmt, model=model, base_url=base_url, gpu=gpu)
                 if compare is not None and not stop.is_set():
-                    await asyncio.to_thread(compare.run, run)
+                    await asyncio.to_thread(compare.run, run, stop.is_set)
                 outcome.failed += run["metrics"]["failed"]
                 outcome.runs.append(run)
     outcome.interrupted = stop.is_set() or bool(outcome.stopped_by)
@@ -658,7 +660,7 @@ class _VllmComparison:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def run(self, run: dict[str, Any]) -> None:
+    def run(self, run: dict[str, Any], stopped: Callable[[], bool]) -> None:
         """Run vLLM's client on ``run``'s prompts and load; store its numbers and ours side by side."""
         from deploy.bench.vllm_bench import VllmBenchError, bench_args, headline, write_dataset
 
@@ -681,7 +683,7 @@ class _VllmComparison:
         )
         print(f"{_cell_label(run['batch'], run['request_rate'] or math.inf, 0)}: vllm bench serve ...", file=sys.stderr)
         try:
-            theirs = headline(self._bench.run(argv))
+            theirs = headline(self._bench.run(argv, stopped=stopped))
             error = None
         except VllmBenchError as exc:
             theirs, error = None, str(exc)

@@ -304,6 +304,10 @@ def markdown(runs: list[dict[str, Any]], *, interrupted: bool = False) -> str:
     parts = ["## Benchmarks", "", card_table(runs), "", "### All metrics", "", full_table(runs), ""]
     if failures := failures_table(runs):
         parts += ["### Failed requests", "", failures, ""]
+    if any(run.get("compare_vllm") for run in runs):
+        from deploy.bench.compare import comparison_table
+
+        parts += ["### Against `vllm bench serve` (same prompts, same server)", "", comparison_table(runs)]
     slos = {json.dumps(run["metrics"].get("slo"), sort_keys=True) for run in runs if run["metrics"].get("slo")}
     if slos:
         parts += [f"Goodput: requests per second that met every SLO of {', '.join(sorted(slos))}.", ""]

@@ -27,6 +27,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -279,15 +281,20 @@ class VllmBench:
             self._log.close()
             self._log = None
 
-    def _read_reply(self, timeout_s: float) -> dict[str, Any]:
+    def _read_reply(self, timeout_s: float, stopped: Callable[[], bool] = lambda: False) -> dict[str, Any]:
         import selectors
 
         assert self.process is not None and self.process.stdout is not None
+        deadline = time.monotonic() + timeout_s
         with selectors.DefaultSelector() as selector:
             selector.register(self.process.stdout, selectors.EVENT_READ)
-            if not selector.select(timeout_s):
-                self.process.kill()
-                raise VllmBenchError(f"vllm bench serve gave no answer within {timeout_s:g} s; see {self.log_path}")
+            while not selector.select(0.25):
+                if stopped():
+                    self.process.kill()
+                    raise VllmBenchError("stopped (Ctrl-C) while vllm bench serve ran; its numbers are left out")
+                if time.monotonic() > deadline:
+                    self.process.kill()
+                    raise VllmBenchError(f"vllm bench serve gave no answer within {timeout_s:g} s; see {self.log_path}")
         line = self.process.stdout.readline()
         if not line:
             code = self.process.wait(timeout=10)
@@ -295,12 +302,14 @@ class VllmBench:
             raise VllmBenchError(f"vllm bench serve's process exited ({code}):\n{tail}")
         return json.loads(line)
 
-    def run(self, argv: list[str], *, timeout_s: float = 3600.0) -> dict[str, Any]:
+    def run(
+        self, argv: list[str], *, timeout_s: float = 3600.0, stopped: Callable[[], bool] = lambda: False
+    ) -> dict[str, Any]:
         """The result dictionary of vLLM's client for one command line (the arguments after ``vllm bench serve``)."""
         assert self.process is not None and self.process.stdin is not None, "use `with VllmBench(...)`"
         self.process.stdin.write(json.dumps(argv) + "\n")
         self.process.stdin.flush()
-        reply = self._read_reply(timeout_s)
+        reply = self._read_reply(timeout_s, stopped)
         if not reply.get("ok"):
             raise VllmBenchError(f"vllm bench serve failed: {reply.get('error')}")
         return dict(reply["result"])

@@ -112,6 +112,7 @@ def test_the_progress_bar_shows_on_a_terminal_only(
         (["--slo", "ttft_ms=soon"], "'soon' is not a number"),
         (["--goodput", "tpot:-5"], "positive"),
         (["--sweep", "1.5,2"], "whole numbers"),
+        (["--sweep", "1,2", "--concurrency", "4"], "replaces --concurrency"),
         (["--images", "1", "--compare-vllm"], "text prompts only"),
         (["--plot", "sweep.svg"], "the plot is a PNG"),
     ],
