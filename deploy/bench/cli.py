@@ -534,6 +534,12 @@ async def _cell(
         + (f", goodput {m['request_goodput']:.2f} req/s" if m["request_goodput"] is not None else ""),
         file=sys.stderr,
     )
+    if (m["tokens_per_message"] or 1.0) > 1.5:
+        print(
+            f"{label}: note: {m['tokens_per_message']:.1f} output tokens per streamed message: the server batched "
+            "tokens, so ITL is per message (TPOT still uses the server's token count)",
+            file=sys.stderr,
+        )
     return run
 
 

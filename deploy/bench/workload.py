@@ -33,7 +33,9 @@ guy moment air teacher force education
 """
 _WORDS = tuple(_WORD_TEXT.split())
 # How many times the fit may ask the server to count before it settles for the closest length below.
-_MAX_COUNTS = 12
+_MAX_COUNTS = 16
+# What a count returns for a prompt the server refuses as longer than its context (an overshoot while fitting).
+TOO_LONG = 1 << 40
 
 
 @dataclass
@@ -100,7 +102,8 @@ async def fit_steps(
         )
     best = (0, base)
     seen: dict[int, int] = {0: base}
-    n = max(start, 1) if start else max(target - base, 1)
+    # Half the gap at first: a tokenizer that spends several tokens per step would overshoot the whole gap.
+    n = max(start, 1) if start else max((target - base) // 2, 1)
     for _ in range(_MAX_COUNTS):
         if n in seen or best[1] == target:
             break
@@ -113,6 +116,9 @@ async def fit_steps(
         above = min((w for w, t in seen.items() if t > target), default=None)
         if above is not None and above - below <= 1:
             break  # no step count hits the target exactly: keep the closest below
+        if tokens == TOO_LONG:
+            n = (below + n) // 2  # longer than the server takes: no slope to follow, halve the step
+            continue
         per_step = (tokens - base) / n
         step = round((target - tokens) / max(per_step, 0.1))
         if step == 0:
@@ -134,6 +140,12 @@ async def fit_prompt(
     return words, pad, tokens
 
 
+def _too_long(error: bytes) -> bool:
+    """Whether an error body says the prompt exceeds the model's context (vLLM, SGLang, llama.cpp wordings)."""
+    text = error.decode(errors="replace").lower()
+    return any(k in text for k in ("maximum context length", "context length", "exceeds the available context"))
+
+
 class PromptBuilder:
     """Builds prompts of exact length against one server, choosing the cheapest way it offers to count."""
 
@@ -148,6 +160,8 @@ class PromptBuilder:
         """VLLM's ``POST /tokenize`` for a chat request; None if the server has no such endpoint."""
         body = {"model": self.model, "messages": messages, "add_generation_prompt": True}
         reply = await self.client.try_post_json("/tokenize", body, timeout=60.0)
+        if reply is not None and reply.status == 400 and self._tokenize and _too_long(reply.body):
+            return TOO_LONG  # vLLM's /tokenize refuses prompts beyond max_model_len
         if reply is None or reply.status != 200:
             return None
         try:
@@ -158,10 +172,15 @@ class PromptBuilder:
 
     async def _usage_count(self, messages: list[dict[str, Any]]) -> int:
         """The prompt length the server reports for a one-token chat completion of ``messages``."""
-        answer = await self.client.chat(
-            {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0},
-            timeout=self.count_timeout_s,
-        )
+        try:
+            answer = await self.client.chat(
+                {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0},
+                timeout=self.count_timeout_s,
+            )
+        except BenchError as exc:
+            if "answered 400" in str(exc) and _too_long(str(exc).encode()):
+                return TOO_LONG
+            raise
         usage = answer.get("usage") if isinstance(answer, dict) else None
         if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int):
             raise BenchError(
@@ -174,6 +193,8 @@ class PromptBuilder:
         """Count with ``/tokenize`` when the server has it and there are no images, else through usage."""
         if not images and self._tokenize is not False:
             tokens = await self._tokenize_count(messages)
+            if tokens == TOO_LONG:
+                return tokens
             self._tokenize = tokens is not None
             if tokens is not None:
                 self.method = "/tokenize"

@@ -155,3 +155,12 @@ def test_peak_output_rate_counts_messages_per_second() -> None:
 def test_duration_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         compute_metrics([], 0.0)
+
+
+def test_tokens_per_message_shows_a_server_that_batched_tokens() -> None:
+    streamed = sample(0, start=0.0, ttft=0.1, itl=[0.1, 0.1, 0.1], out=4)  # 4 messages, 4 tokens
+    assert compute_metrics([streamed], 1.0)["tokens_per_message"] == pytest.approx(1.0)
+    lumped = sample(1, start=0.0, ttft=0.5, itl=[], out=256)  # the whole answer in one message
+    assert lumped.tpot == 0.0
+    assert compute_metrics([lumped], 1.0)["tokens_per_message"] == pytest.approx(256.0)
+    assert compute_metrics([], 1.0)["tokens_per_message"] is None

@@ -136,6 +136,20 @@ def test_prompts_are_fitted_to_the_exact_length(per_word: int, target: int) -> N
     assert asyncio.run(count(make_messages(1, words, [], 0, pad))) == target
 
 
+def test_an_overshoot_past_the_servers_context_is_stepped_back_from() -> None:
+    from deploy.bench.workload import TOO_LONG
+
+    inner = fake_counter(4, base=7)  # a small tokenizer: 4 tokens per word; the server takes 1024 at most
+
+    async def count(messages: list[dict[str, Any]]) -> int:
+        tokens = await inner(messages)
+        return TOO_LONG if tokens > 1024 else tokens
+
+    for target in (256, 1000):
+        *_, tokens = asyncio.run(fit_prompt(count, lambda w, p: make_messages(1, w, [], 0, p), target, 0))
+        assert tokens == target
+
+
 def test_a_target_below_the_template_cost_is_refused() -> None:
     with pytest.raises(BenchError, match="shorter than the 7 tokens"):
         asyncio.run(fit_prompt(fake_counter(1, 7), lambda w, p: make_messages(1, w, [], 0, p), 5, 0))
