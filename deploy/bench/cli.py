@@ -457,7 +457,15 @@ async def _bench(args: argparse.Namespace) -> _Outcome:
         with contextlib.ExitStack() as stack:
             compare = None
             if args.compare_vllm:
-                compare = stack.enter_context(_VllmComparison(args, base_url, model, api_key))
+                # Its import takes seconds: in a thread, so this loop keeps its connections serviced meanwhile.
+                from deploy.bench.vllm_bench import VllmBenchError
+
+                compare = _VllmComparison(args, base_url, model, api_key)
+                try:
+                    await asyncio.to_thread(compare.__enter__)
+                except VllmBenchError as exc:
+                    raise BenchError(f"--compare-vllm: {exc}") from exc
+                stack.push(compare.__exit__)
             for number, (images, batch, rate) in enumerate(cells):
                 if stop.is_set():
                     break
@@ -655,9 +663,14 @@ class _VllmComparison:
 
         self._tmp = tempfile.TemporaryDirectory(prefix="bench-compare-")
         tmp = Path(self._tmp.name)
-        self.tokenizer = self.args.tokenizer or str(write_word_tokenizer(tmp / "tokenizer"))
-        self._bench = VllmBench(self.args.vllm_python, log=tmp / "vllm-bench.log", api_key=self.api_key)
-        self._bench.__enter__()
+        try:
+            self.tokenizer = self.args.tokenizer or str(write_word_tokenizer(tmp / "tokenizer"))
+            self._bench = VllmBench(self.args.vllm_python, log=tmp / "vllm-bench.log", api_key=self.api_key)
+            self._bench.__enter__()
+        except BaseException:
+            self._bench = None
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -14,6 +14,7 @@ request instead of hanging.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -82,6 +83,18 @@ def encode_body(body: dict[str, Any]) -> bytes:
     return json.dumps({**body, "stream": True, "stream_options": {"include_usage": True}}).encode()
 
 
+@functools.cache
+def _stale_connection() -> tuple[type[BaseException], ...]:
+    """The errors aiohttp raises for a connection that died under a request (imported lazily).
+
+    Before any answer came back they mean the server had closed a kept-alive connection: the request is sent
+    again once on a fresh connection (counted in the sample's ``retries``).
+    """
+    import aiohttp
+
+    return (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
 class ServerClient:
     """Talks to one OpenAI-compatible server at ``base_url`` (``/v1/...`` paths below it)."""
 
@@ -115,9 +128,11 @@ class ServerClient:
             import aiohttp
         except ImportError as exc:  # pragma: no cover - the bench extra and the vLLM image both have it
             raise BenchError("the bench client needs aiohttp: pip install 'gemma4-serve[bench]'") from exc
-        # One connection per concurrent request, kept alive between requests (like vLLM's TCPConnector).
+        # One connection per concurrent request, kept alive between requests (like vLLM's TCPConnector), but
+        # dropped after 4 s idle: vLLM's server (uvicorn) closes idle connections after 5 s, and a request
+        # sent on a connection the server just closed fails before it starts.
         connector = aiohttp.TCPConnector(
-            limit=self.connections, limit_per_host=self.connections, keepalive_timeout=60, force_close=False
+            limit=self.connections, limit_per_host=self.connections, keepalive_timeout=4, force_close=False
         )
         # sock_read: the longest silence allowed inside a stream (a prefill of 32k tokens counts as silence).
         timeout = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout_s, sock_read=self.stall_timeout_s)
@@ -143,10 +158,16 @@ class ServerClient:
 
         where = f"{method} {self.base_url}{path}"
         try:
-            async with self.session.request(
-                method, path, json=json_body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as response:
-                return Reply(response.status, await response.read())
+            for attempt in (1, 2):
+                try:
+                    async with self.session.request(
+                        method, path, json=json_body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+                    ) as response:
+                        return Reply(response.status, await response.read())
+                except _stale_connection():
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
         except aiohttp.ClientConnectorError as exc:
             raise BenchError(
                 f"{where}: cannot connect ({exc.os_error or exc}). Is the server running and is --base-url right? "
@@ -222,20 +243,28 @@ class ServerClient:
         import aiohttp
 
         clock = time.perf_counter
-        timer = StreamTimer(RequestSample(index=index, images=images), clock())
-        try:
-            async with self.session.post("/v1/chat/completions", data=data) as response:
-                if response.status != 200:
-                    return timer.fail(f"HTTP {response.status}: {body_error_text(await response.read())}")
-                feed = timer.feed
-                async for chunk in response.content.iter_any():
-                    if feed(chunk, clock()):
-                        return timer.sample
-        except TimeoutError:
-            return timer.fail(f"the stream stalled: no data for {self.stall_timeout_s:g} s (--stall-timeout)")
-        except aiohttp.ClientError as exc:
-            return timer.fail(f"{type(exc).__name__}: {exc}")
-        return timer.finish()
+        for attempt in (1, 2):
+            timer = StreamTimer(RequestSample(index=index, images=images, retries=attempt - 1), clock())
+            answered = False
+            try:
+                async with self.session.post("/v1/chat/completions", data=data) as response:
+                    answered = True
+                    if response.status != 200:
+                        return timer.fail(f"HTTP {response.status}: {body_error_text(await response.read())}")
+                    feed = timer.feed
+                    async for chunk in response.content.iter_any():
+                        if feed(chunk, clock()):
+                            return timer.sample
+            except _stale_connection() as exc:
+                if attempt == 1 and not answered:
+                    continue  # a kept-alive connection the server had closed: the request never reached it
+                return timer.fail(f"{type(exc).__name__}: {exc}")
+            except TimeoutError:
+                return timer.fail(f"the stream stalled: no data for {self.stall_timeout_s:g} s (--stall-timeout)")
+            except aiohttp.ClientError as exc:
+                return timer.fail(f"{type(exc).__name__}: {exc}")
+            return timer.finish()
+        raise AssertionError("unreachable")
 
 
 class StreamTimer:
@@ -314,6 +343,6 @@ class StreamTimer:
             # No usage chunk: count one token per content message (exact for servers that stream one token
             # per message; the run counts such samples in `estimated_output_tokens`).
             sample.output_tokens = self.messages
-            sample.note = "no usage in the stream: output tokens counted from messages"
+            sample.note = "no usage in the stream: output tokens counted from messages"  # see metrics.py
         sample.success = True
         return sample

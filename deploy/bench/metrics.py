@@ -45,6 +45,8 @@ class RequestSample:
     images: int = 0
     error: str = ""
     note: str = ""
+    # Sent again once because the kept-alive connection it went out on had been closed by the server.
+    retries: int = 0
 
     @property
     def tpot(self) -> float | None:
@@ -196,7 +198,7 @@ def compute_metrics(
         "max_output_tokens_per_s": peak_rate,
         "max_concurrent_requests": peak_running,
         # Requests whose output length the client had to count from messages (no usage from the server).
-        "estimated_output_tokens": sum(1 for s in ok if s.note),
+        "estimated_output_tokens": sum(1 for s in ok if s.note.startswith("no usage")),
         # Output tokens per streamed message: 1.0 when the server streams token by token. Above 1 it batched
         # tokens into messages (stream interval, or an API server that fell behind its engine): ITL is then
         # per message, and a whole answer in one message gives TTFT = E2EL and a TPOT of 0.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -193,3 +194,42 @@ def test_compare_vllm_sends_the_same_prompts_with_vllms_client(
     # the stub's 50 ms TTFT and 10 ms gaps, seen by both clients
     assert theirs["ttft_ms"]["p50"] == pytest.approx(ours["ttft_ms"]["p50"], abs=40)
     assert "| metric | deploy bench | vllm bench serve | difference |" in captured.out
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced_not_counted_as_a_failure() -> None:
+    # uvicorn (vLLM's server) closes idle connections after 5 s, and after an error answer, without saying so
+    # (no `Connection: close`). This server does it after every answer: each request after the first goes
+    # out on a dead connection first.
+    import asyncio
+
+    from deploy.bench.client import ServerClient, encode_body
+    from deploy.bench.null_server import stream_messages
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(
+            next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        )
+        body = json.loads(await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        for message in stream_messages(body, chat=True):
+            writer.write(message)
+        await writer.drain()
+        await asyncio.sleep(0.2)  # keep-alive was promised (HTTP/1.1 default), the next request arrives here,
+        writer.close()  # and then the connection goes away unanswered
+
+    async def scenario() -> list[Any]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, ServerClient(f"http://127.0.0.1:{port}", connections=1) as client:
+            data = encode_body({"model": "m", "messages": [], "max_tokens": 3, "stream_options": {}})
+            samples = []
+            for i in range(3):
+                samples.append(await client.stream_chat(i, data))
+            return samples
+
+    samples = asyncio.run(scenario())
+    assert [s.success for s in samples] == [True, True, True], [s.error for s in samples]
+    assert [s.output_tokens for s in samples] == [3, 3, 3]
+    assert [s.retries for s in samples] == [0, 1, 1]
+    assert all(s.ttft < 0.2 for s in samples)  # the clock restarted with the retry
