@@ -542,6 +542,13 @@ async def _cell(
         + (f", goodput {m['request_goodput']:.2f} req/s" if m["request_goodput"] is not None else ""),
         file=sys.stderr,
     )
+    if m["held_back_requests"]:
+        print(
+            f"{label}: warning: {m['held_back_requests']} of {m['completed']} answers arrived in one burst at the end "
+            "(TTFT >= 90 % of E2EL): the server held its stream back (on CPU: starved of cores), so TTFT, TPOT and "
+            "ITL describe that, not token-by-token streaming",
+            file=sys.stderr,
+        )
     if (m["tokens_per_message"] or 1.0) > 1.5:
         print(
             f"{label}: note: {m['tokens_per_message']:.1f} output tokens per streamed message: the server batched "

@@ -203,6 +203,9 @@ def compute_metrics(
         # tokens into messages (stream interval, or an API server that fell behind its engine): ITL is then
         # per message, and a whole answer in one message gives TTFT = E2EL and a TPOT of 0.
         "tokens_per_message": total_output / messages if (messages := sum(1 + len(s.itl) for s in ok)) else None,
+        # Requests whose first token reached the client with (nearly) the last: the stream was held back and
+        # delivered in one burst (seen on a CPU-starved server), so their TTFT is their E2EL and TPOT ~0.
+        "held_back_requests": sum(1 for s in ok if held_back(s)),
         "request_goodput": None,
         "slo": None,
         "slo_met": None,
@@ -214,6 +217,11 @@ def compute_metrics(
         metrics["slo"] = slo.as_dict()
         metrics["slo_met"] = met
     return metrics
+
+
+def held_back(sample: RequestSample) -> bool:
+    """Whether a multi-token answer arrived in one burst: its first token came after 90 % of its E2EL."""
+    return sample.success and sample.output_tokens > 1 and sample.ttft >= 0.9 * sample.latency
 
 
 def failure_causes(samples: Sequence[RequestSample]) -> list[dict[str, Any]]:

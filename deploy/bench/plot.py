@@ -56,6 +56,12 @@ def series(runs: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return groups
 
 
+def _mostly_held_back(run: dict[str, Any]) -> bool:
+    """Whether most answers of a stage arrived in one burst (see ``held_back_requests`` in metrics.py)."""
+    m = run["metrics"]
+    return bool(m.get("held_back_requests")) and m["held_back_requests"] * 2 > m["completed"]
+
+
 def plot_sweep(runs: Sequence[dict[str, Any]], path: Path) -> None:
     """Write the sweep plot of ``runs`` (successful stages only) to ``path`` as a PNG, whole or not at all."""
     import matplotlib
@@ -89,15 +95,32 @@ def plot_sweep(runs: Sequence[dict[str, Any]], path: Path) -> None:
                 linewidth=1.5,
                 label=f"{name}: Pareto front",
             )
+            held = [i for i, r in enumerate(group) if _mostly_held_back(r)]
+            if held:
+                ax.scatter(
+                    [points[i][0] for i in held],
+                    [points[i][1] for i in held],
+                    marker="o",
+                    s=180,
+                    facecolors="none",
+                    edgecolors="red",
+                    linewidths=1.2,
+                    label="stream held back (TTFT near E2EL: not token by token)",
+                )
             for run, (x, y) in zip(group, points, strict=True):
                 ax.annotate(point_label(run), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.set_xlabel(f"{xlabel}  (lower is better)")
         ax.grid(True, alpha=0.3)
+        ax.margins(x=0.08, y=0.1)  # room for the labels of the outermost points
         ax.set_xlim(left=0)
     axes[0].set_ylabel("output throughput (tok/s, higher is better)")
     axes[0].set_ylim(bottom=0)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    legend: dict[str, Any] = {}
+    for ax in axes:  # one entry per label, from whichever panel has it
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    labels = list(legend)
+    fig.legend(list(legend.values()), labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
     when = max((str(r.get("created", "")) for r in usable), default="")
     fig.suptitle(f"Throughput against latency: python -m deploy bench sweep ({len(usable)} points, {when})")
     fig.tight_layout(rect=(0, 0.08 + 0.03 * max(0, len(labels) // 2 - 1), 1, 1))

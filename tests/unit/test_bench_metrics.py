@@ -164,3 +164,13 @@ def test_tokens_per_message_shows_a_server_that_batched_tokens() -> None:
     assert lumped.tpot == 0.0
     assert compute_metrics([lumped], 1.0)["tokens_per_message"] == pytest.approx(256.0)
     assert compute_metrics([], 1.0)["tokens_per_message"] is None
+
+
+def test_answers_delivered_in_one_burst_are_counted_as_held_back() -> None:
+    streamed = sample(0, start=0.0, ttft=0.05, itl=[0.01] * 9, out=10)
+    # 10 separate messages, all read at the very end: what a CPU-starved server's stream looks like
+    burst = sample(1, start=0.0, ttft=0.5, itl=[0.0] * 9, out=10)
+    one_token = sample(2, start=0.0, ttft=0.2, itl=[], out=1)  # TTFT = E2EL by definition: not a burst
+    m = compute_metrics([streamed, burst, one_token], 1.0)
+    assert m["held_back_requests"] == 1
+    assert m["tokens_per_message"] == pytest.approx(21 / 21)  # one token per message: not batched by the server
