@@ -229,6 +229,7 @@ def test_writes_are_whole_or_absent(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "r.json"
     report.write_atomic(path, "{}\n")
     assert path.read_text() == "{}\n"
+    assert path.stat().st_mode & 0o777 == 0o666 & ~report._umask()  # not the temporary file's 0600
 
     class WriteFailedError(Exception):
         pass
