@@ -7,9 +7,12 @@ SHELL := /bin/bash
 BOOTSTRAP := scripts/bootstrap.sh
 DEV_BIN := $(shell $(BOOTSTRAP) env | sed -n 's/^DEV_BIN=//p')
 VLLM_PYTHON := $(shell $(BOOTSTRAP) env | sed -n 's/^VLLM_PYTHON=//p')
+UV := $(shell $(BOOTSTRAP) env | sed -n 's/^UV=//p')
+UV_CACHE_DIR := $(shell $(BOOTSTRAP) env | sed -n 's/^UV_CACHE_DIR=//p')
 PY := $(DEV_BIN)/python
-# Tests and tools see the dev venv's CLIs first and import this checkout (no install needed).
-RUN := PATH="$(DEV_BIN):$$PATH" PYTHONPATH="$(CURDIR)" VLLM_PYTHON="$(VLLM_PYTHON)"
+# Tests and tools see the dev venv's CLIs first and import this checkout (no install needed); uv (with
+# its cache) builds the venvs the install-profile tests need.
+RUN := PATH="$(DEV_BIN):$$PATH" PYTHONPATH="$(CURDIR)" VLLM_PYTHON="$(VLLM_PYTHON)" UV="$(UV)" UV_CACHE_DIR="$(UV_CACHE_DIR)"
 PYTEST_ARGS ?=
 # The workstation targets drive Docker Compose; every profile is named so `down`/`ps`/`logs` see all services.
 COMPOSE ?= docker compose
@@ -94,6 +97,7 @@ test-helm: tools ## Only the chart's tests: Helm 3+4 lint/render, kubernetes-val
 BENCH_ARGS ?=
 
 bench: ## Benchmark the running deployment: the card's table into reports/bench (BENCH_ARGS="--requests 8")
+	@scripts/host-dirs.sh GEMMA4_BENCH_RESULTS
 	@$(COMPOSE) --profile bench run --rm --no-deps bench $(BENCH_ARGS)
 
 bench-overhead: tools ## Bench client vs `vllm bench serve` on a zero-latency server: interleaved rounds, batch 1/8/32

@@ -4,7 +4,8 @@
 2. Pick the profile: ``GEMMA4_PROFILE=auto`` takes the largest GPU class the card has room for (Ada/Hopper or
    Ampere variant by compute capability); a card smaller than every class gets a configuration planned for it,
    or a refusal that names the llama.cpp path. A named profile is honoured.
-3. Adjust only what the GPU dictates: an fp8 KV cache on a GPU below compute capability 8.9 becomes ``auto``.
+3. Adjust only what the GPU dictates: an fp8 KV cache on a GPU below compute capability 8.9 becomes ``auto``;
+   and what the orchestrator dictates: ``GEMMA4_LISTEN_PORT`` (the pod's port) replaces the profile's ``port``.
 4. Check the plan: it must fit the card, and the memory free right now must cover the budget; otherwise stop
    and say exactly what to change.
 5. Write the resolved config, print it as a command with the fit summary, and exec
@@ -118,6 +119,34 @@ def _correct_kv_dtype(config: dict[str, Any], extra: list[str], gpu: GPU, notes:
         )
 
 
+def _flag_values(argv: list[str], flag: str) -> list[str]:
+    """Every value ``argv`` gives ``flag`` (``--flag V`` or ``--flag=V``), in order."""
+    values = []
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            values.append(argv[i + 1])
+        elif arg.startswith(flag + "="):
+            values.append(arg.split("=", 1)[1])
+    return values
+
+
+def _listen_port(raw: str, extra: list[str]) -> int:
+    """GEMMA4_LISTEN_PORT as a port number; refused when not one, or when GEMMA4_EXTRA_ARGS says otherwise."""
+    try:
+        port = int(raw)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise LaunchError(f"GEMMA4_LISTEN_PORT={raw!r} is not a port number (1-65535)")
+    other = [v for v in _flag_values(extra, "--port") if v != str(port)]
+    if other:
+        raise LaunchError(
+            f"GEMMA4_EXTRA_ARGS sets --port {other[-1]}, but GEMMA4_LISTEN_PORT={port} is where the probes and the "
+            "Service look: remove --port from the extra arguments (in Helm, set serving.port instead)"
+        )
+    return port
+
+
 def _check_fit(config: dict[str, Any], extra: list[str], gpu: GPU, model: GemmaModel) -> Plan:
     try:
         args = from_mapping({**config, **overrides_from_argv(extra)})
@@ -199,6 +228,9 @@ def resolve(
         config["model"] = environ["GEMMA4_MODEL"]
         notes.append(f"model {config['model']} (GEMMA4_MODEL); the fit check still assumes Gemma 4 E2B W8A16")
     config["revision"] = environ.get("GEMMA4_REVISION") or DEFAULT_REVISION
+    if environ.get("GEMMA4_LISTEN_PORT", "").strip():
+        config["port"] = _listen_port(environ["GEMMA4_LISTEN_PORT"].strip(), extra)
+        notes.append(f"port {config['port']} (GEMMA4_LISTEN_PORT)")
     result = None
     if gpu is None:
         notes.append("no GPU information (nvidia-smi unavailable): the fit and free-memory checks are skipped")

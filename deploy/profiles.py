@@ -16,11 +16,18 @@ import yaml
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 MODEL_ID = "88plug/Gemma4-E2B-it-W8A16"
-# The checkpoint revision `deploy fetch`, `deploy verify` and the launcher use unless GEMMA4_REVISION says
-# otherwise. A branch name until a commit of this repository has been verified on a GPU: replace it with that
-# 40-hex commit to pin the exact bytes (the Hub was not reachable where this bundle was written).
+# The checkpoint revision `deploy fetch`, `deploy verify`, the launcher, compose, the images and the Helm chart
+# use unless GEMMA4_REVISION (serving.revision) says otherwise; no other file spells a default. It is still
+# the branch `main`: the Hub was not reachable where this bundle was written, so no commit could be read, and
+# none is made up. `deploy fetch` prints the commit `main` resolves to; put that 40-hex commit here to pin the
+# bytes (tests/unit/test_profiles.py then reports the pin as done).
 DEFAULT_REVISION = "main"
 SERVED_MODEL_NAME = "gemma-4-e2b-it"
+
+
+def is_commit(revision: str) -> bool:
+    """Whether ``revision`` is a full commit hash (40 hex digits), the only revision that cannot move."""
+    return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
 
 
 class ProfileError(ValueError):

@@ -10,6 +10,9 @@ from urllib.parse import urlsplit
 
 SERVERS = ("vllm", "sglang", "llamacpp", "generic")
 LEVELS = ("protocol", "full")
+# The context every deploy/profiles and deploy/engines file serves: the overflow check's size on a server that
+# does not report its own (llama.cpp), unless --max-model-len says otherwise.
+DEFAULT_CONTEXT = 32768
 
 
 class UsageError(ValueError):
@@ -28,7 +31,9 @@ class Settings:
     wait_s: float = 120.0
     timeout_s: float = 60.0
     stall_timeout_s: float = 20.0
-    max_model_len: int = 32768
+    # The context length the server must serve; None: read it from /v1/models (or DEFAULT_CONTEXT where the
+    # server does not report it).
+    max_model_len: int | None = None
     burst: int = 4
 
     @property
@@ -106,7 +111,7 @@ def _validate(s: Settings) -> None:
         if value < 0 or (name != "wait_s" and value == 0):
             flag = "--" + name.removesuffix("_s").replace("_", "-")
             raise UsageError(f"{flag} must be a positive number of seconds, not {value:g}")
-    if s.max_model_len < 16:
+    if s.max_model_len is not None and s.max_model_len < 16:
         raise UsageError(f"--max-model-len must be the served context length in tokens, not {s.max_model_len}")
     if not 1 <= s.burst <= 64:
         raise UsageError(f"--burst must be between 1 and 64 concurrent streams, not {s.burst}")

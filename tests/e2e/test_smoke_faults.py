@@ -18,7 +18,7 @@ import pytest
 
 from smoke_tests.__main__ import main
 from tests.conftest import REPO
-from tests.fixtures.openai_stub import FAULTS, MODEL, Stub, build_app
+from tests.fixtures.openai_stub import FAULTS, MAX_MODEL_LEN, MODEL, Stub, build_app
 from tests.fixtures.servers import closed_port_url, run_asgi
 
 KEY = "sk-smoke-test-0123456789"
@@ -38,6 +38,7 @@ def stubs() -> Iterator[dict[str, tuple[str, Stub]]]:
 def stub(stubs: dict[str, tuple[str, Stub]]) -> Iterator[dict[str, tuple[str, Stub]]]:
     for _, s in stubs.values():
         s.faults, s.api_key, s.unavailable_until, s.dead, s.in_flight = set(), None, 0.0, False, 0
+        s.max_model_len = MAX_MODEL_LEN
         s.stopped.clear()
     yield stubs
     for _, s in stubs.values():
@@ -73,7 +74,8 @@ ERRORS_ALL = {"errors.unknown_model", "errors.prompt_too_long", "errors.malforme
 # (fault, checks that must fail and no others, a fragment of the first listed check's message)
 VLLM_FAULTS = [
     ("wrong_model_listed", {"models.lists_served_model", "models.max_model_len"}, "not the model under test"),
-    ("wrong_max_model_len", {"models.max_model_len"}, "max_model_len 16384 for 'gemma-4-e2b-it', expected 32768"),
+    # It reports 16384 but serves 32768: the suite holds it to what it reports, and the overflow check catches it.
+    ("wrong_max_model_len", {"errors.prompt_too_long"}, "a prompt over 16384 tokens answered 200, expected 400"),
     ("wrong_model_echoed", {"chat.response_shape"}, "`model` is 'another-name'"),
     (
         "empty_content",
@@ -123,6 +125,24 @@ def test_correct_vllm_stub_passes_every_check_at_full_level(stub, tmp_path: Path
     assert (code, failed(report), skipped(report)) == (0, {}, {})
     assert report["summary"]["passed"] == len(report["checks"]) >= 26
     assert KEY not in json.dumps(report)
+
+
+def test_the_served_context_length_needs_no_second_setting(stub, tmp_path: Path) -> None:
+    """`GEMMA4_EXTRA_ARGS="--max-model-len 16384" make up`: the suite takes 16384 from /v1/models and passes."""
+    url, s = stub["vllm"]
+    s.max_model_len = 16384
+    code, report = run(tmp_path, url)
+    assert (code, failed(report)) == (0, {})
+    checks = {c["name"]: c for c in report["checks"]}
+    assert "16384" in json.dumps(checks["models.max_model_len"])
+
+
+def test_an_explicit_context_length_must_be_the_served_one(stub, tmp_path: Path) -> None:
+    url, s = stub["vllm"]
+    s.break_("wrong_max_model_len")
+    code, report = run(tmp_path, url, "--max-model-len", "32768", "--select", "models")
+    assert code == 1 and set(failed(report)) == {"models.max_model_len"}
+    assert "max_model_len 16384 for 'gemma-4-e2b-it', expected 32768" in failed(report)["models.max_model_len"]
 
 
 @pytest.mark.parametrize(("fault", "expected", "fragment"), VLLM_FAULTS, ids=[f[0] for f in VLLM_FAULTS])
