@@ -24,6 +24,8 @@ COMPARED: tuple[tuple[str, str, str | None], ...] = (
     ("E2EL p50 (ms)", "e2el_ms", "p50"),
     ("E2EL p99 (ms)", "e2el_ms", "p99"),
     ("goodput (req/s)", "request_goodput", None),
+    ("answers held back to the end", "held_back_requests", None),
+    ("tokens per streamed message", "tokens_per_message", None),
 )
 
 

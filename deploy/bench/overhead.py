@@ -210,8 +210,18 @@ def run_overhead(args: argparse.Namespace) -> int:
         tokenizer = args.tokenizer or str(write_word_tokenizer(Path(tmp) / "tokenizer"))
         prompts = prompts_for(requests)
         dataset = write_dataset(prompts, Path(tmp) / "prompts.jsonl")
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=len(batches) * rounds * 2,
+            desc="client overhead",
+            unit="run",
+            file=sys.stderr,
+            disable=args.no_progress or not sys.stderr.isatty(),
+            leave=False,
+        )
         try:
-            with VllmBench(vllm_python, log=Path(tmp) / "vllm-bench.log") as theirs_client:
+            with bar, VllmBench(vllm_python, log=Path(tmp) / "vllm-bench.log") as theirs_client:
                 for batch in batches:
                     argv = bench_args(
                         base_url=server.url, model=MODEL_ID, tokenizer=tokenizer, dataset=dataset,
@@ -225,6 +235,7 @@ def run_overhead(args: argparse.Namespace) -> int:
                                 ours_runs.append(asyncio.run(measure_ours(server.url, prompts, batch, max_tokens)))
                             else:
                                 theirs_runs.append(theirs_client.run(argv, timeout_s=600))
+                            bar.update(1)
                         if batch == 1:
                             probes.append(statistics.median(probe_ttft(server.port, min(requests, 100), max_tokens)))
                     results.append(_batch_result(batch, rounds, requests, max_tokens, ours_runs, theirs_runs))

@@ -70,6 +70,7 @@ for line in sys.stdin:
     add_cli_args(parser)
     try:
         result = main(parser.parse_args(argv))
+        result.pop("generated_texts", None)  # the rest of the per-request fields (--save-detailed) stay
         reply = {"ok": True, "result": result}
     except SystemExit as exc:
         reply = {"ok": False, "error": f"vllm bench serve exited with {exc.code} (bad arguments?)"}
@@ -191,7 +192,7 @@ def bench_args(
         "--request-rate", "inf" if math.isinf(request_rate) else repr(request_rate), "--burstiness", "1",
         "--temperature", "0", "--num-warmups", str(warmup), "--seed", str(seed), "--disable-tqdm",
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
-        "--ready-check-timeout-sec", "30",
+        "--ready-check-timeout-sec", "30", "--save-detailed",
     ]  # fmt: skip
     if batch:
         argv += ["--max-concurrency", str(batch)]
@@ -228,6 +229,15 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
         for p in ("50", "90", "99"):
             summary[f"p{p}"] = result.get(f"p{p}_{name}_ms")
         metrics[f"{name}_ms"] = summary
+    # Per request (vLLM keeps no E2EL per request; TTFT plus the gaps is its E2EL up to the usage message).
+    ok = [i for i, e in enumerate(result.get("errors", [])) if not e]
+    ttfts, itls, outs = result.get("ttfts", []), result.get("itls", []), result.get("output_lens", [])
+    if ok and len(ttfts) == len(itls) == len(outs) == len(result["errors"]):
+        messages = sum(1 + len(itls[i]) for i in ok)
+        metrics["tokens_per_message"] = sum(outs[i] for i in ok) / messages
+        metrics["held_back_requests"] = sum(
+            1 for i in ok if outs[i] > 1 and ttfts[i] >= 0.9 * (ttfts[i] + sum(itls[i]))
+        )
     errors = [e for e in result.get("errors", []) if e]
     metrics["failures"] = sorted(
         ({"cause": c.strip().splitlines()[-1][:300], "count": errors.count(c)} for c in set(errors)),
