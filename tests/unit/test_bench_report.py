@@ -339,3 +339,23 @@ def test_comparison_table_puts_both_clients_side_by_side() -> None:
     assert "| completed requests | 4 | 4 | +0.0 % |" in table
     r["compare_vllm"] = {"tool": "vllm bench serve 0.21.0", "metrics": None, "error": "boom\nlast line"}
     assert "vllm bench serve failed: last line" in comparison_table([r])
+
+
+def test_the_agreement_check_compares_medians_and_skips_held_back_rounds() -> None:
+    from tests.fixtures.bench_agreement import agreement
+
+    def stage(ttft: float, theirs_ttft: float, held: int = 0) -> dict[str, Any]:
+        r = run("vLLM v0.21.0", "W8A16", 4, ttft=ttft)
+        r["metrics"]["held_back_requests"] = held
+        theirs = json.loads(json.dumps(r["metrics"]))
+        for p in ("p50", "p90", "p99"):
+            theirs["ttft_ms"][p] = theirs_ttft * 1000
+        r["compare_vllm"] = {"metrics": theirs}
+        return r
+
+    table, ok = agreement([[stage(0.100, 0.102)], [stage(0.100, 0.098)], [stage(0.5, 0.1, held=4)]], 5.0)
+    assert ok and "median of 2 of 3 rounds" in table and "| TTFT p50 (ms) | 100.000 | 100.000 | +0.0 % | yes |" in table
+    table, ok = agreement([[stage(0.100, 0.120)]], 5.0)
+    assert not ok and "| TTFT p50 (ms) | 100.000 | 120.000 | -16.7 % | NO |" in table
+    table, ok = agreement([[stage(0.5, 0.1, held=4)]], 5.0)
+    assert not ok and "no comparison" in table
