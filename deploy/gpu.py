@@ -55,6 +55,7 @@ class GPU:
     uuid: str = ""
     pcie: PCIeLink | None = None
     mig_profile: str = ""
+    mig_index: int | None = None  # the MIG device's index under its parent (nvidia-smi -L "Device N")
 
     @property
     def cc(self) -> str:
@@ -227,6 +228,7 @@ def _mig_devices(parent: GPU, run: Runner) -> list[GPU]:
                 uuid=uuid,
                 pcie=parent.pcie,
                 mig_profile=profile,
+                mig_index=mig_index,
             )
         )
     return devices
