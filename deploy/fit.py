@@ -1,18 +1,22 @@
 """vLLM 0.21.0's GPU memory budget for Gemma 4 E2B: weights, KV cache, overheads -> a verdict.
 
-How vLLM 0.21.0 spends a GPU (``v1/worker/gpu_worker.py``, ``v1/worker/utils.py``, ``v1/core/kv_cache_utils.py``):
+How vLLM 0.21.0 spends a GPU (docs/fit.md cites the source file:line for each step and term):
 
 1. ``requested = ceil(total x gpu_memory_utilization)``; start-up fails unless the memory free at that moment
    (after the process's own CUDA context exists) covers it.
-2. A profile run measures the torch peak (weights + activations of one ``max_num_batched_tokens`` forward pass,
-   the multimodal encoder's dummy batch, the sampler over ``max_num_seqs`` rows), the non-torch growth, and the
-   CUDA graph pool (``VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS`` is on by default).
-3. ``KV budget = requested - weights - activation peak - non-torch growth - CUDA graphs``; start-up fails unless it
-   holds one request of ``max_model_len`` tokens.
+2. Model loading: the weights plus Gemma 4's per-layer-embedding staging buffer (MNBT x 35 x 256, bf16).
+3. A profile run measures the torch peak of, in turn, the multimodal encoder's dummy batch (the modality with
+   the most tokens per item: a 32-frame video unless video is limited to 0), one ``max_num_batched_tokens``
+   forward pass and the sampler over ``min(max_num_seqs, MNBT)`` rows, plus the non-torch growth; then it
+   estimates CUDA graph memory for both graph sets (piecewise and full decode).
+4. ``KV budget = requested - model loading - torch peak - non-torch growth - CUDA graphs``; start-up fails unless
+   it holds one request of ``max_model_len`` tokens. The planner asks for its sequences with a safety margin
+   left over.
+5. After the profile, outside ``requested``: Triton attention's decode buffers, and logprobs at run time.
 
-The weights and the KV formula are exact (the KV formula is checked against vLLM's own ``kv_cache_utils`` in the
-tests). The overheads are MODELLED, not measured: nothing here has run on a GPU. Each constant below states its
-assumption; docs/fit.md lists them with what would change them.
+The weights, the KV formula, the KV tokens vLLM logs and what vLLM builds and profiles for each profile are
+checked against vLLM's own code in the tests. The overheads are MODELLED, not measured: nothing here has run on a
+GPU (``make gpu-check`` measures them). Each constant below states its assumption.
 """
 
 from __future__ import annotations
@@ -204,17 +208,17 @@ def offload_seconds_per_step(cpu_offload_bytes: int, link: PCIeLink = DEFAULT_PC
 # ---- KV cache ------------------------------------------------------------------------------------------------
 
 
-def kv_page_bytes(model: GemmaModel, kv_dtype: str) -> tuple[int, int, int]:
+def kv_page_bytes(model: GemmaModel, kv_dtype: str, block_size: int = KV_BLOCK_SIZE) -> tuple[int, int, int]:
     """(page bytes, full-attention block size, sliding block size) after vLLM unifies page sizes.
 
-    Every layer starts with block size 16; the layer kinds whose page is smaller get their block size scaled up
-    until all pages are equal (``unify_kv_cache_spec_page_size``).
+    Every layer starts with ``block_size`` (16 on GPUs; vLLM's CPU backend uses 128); the layer kinds whose page
+    is smaller get their block size scaled up until all pages are equal (``unify_kv_cache_spec_page_size``).
     """
     b = KV_DTYPE_BYTES[kv_dtype]
-    pages = {layer.sliding: KV_BLOCK_SIZE * layer.num_kv_heads * layer.head_dim * 2 * b for layer in model.kv_layers}
+    pages = {layer.sliding: block_size * layer.num_kv_heads * layer.head_dim * 2 * b for layer in model.kv_layers}
     page = max(pages.values())
-    full_block = KV_BLOCK_SIZE * page // pages.get(False, page)
-    sliding_block = KV_BLOCK_SIZE * page // pages.get(True, page)
+    full_block = block_size * page // pages.get(False, page)
+    sliding_block = block_size * page // pages.get(True, page)
     return page, full_block, sliding_block
 
 
@@ -226,14 +230,16 @@ def kv_groups(model: GemmaModel) -> tuple[int, int]:
     return (full + sliding) // group_size, group_size
 
 
-def kv_bytes_per_sequence(model: GemmaModel, kv_dtype: str, max_model_len: int, max_num_batched_tokens: int) -> int:
+def kv_bytes_per_sequence(
+    model: GemmaModel, kv_dtype: str, max_model_len: int, max_num_batched_tokens: int, block_size: int = KV_BLOCK_SIZE
+) -> int:
     """KV bytes vLLM's hybrid manager reserves for one request of ``max_model_len`` tokens.
 
     Layers are grouped by kind into groups of equal size (the gcd of the kind counts: 3 full, 12 sliding -> 5
     groups of 3); a block costs group_size pages. Full layers hold ceil(L / block) blocks; sliding layers hold
     the window plus one chunk of prefill, ceil(min(window - 1 + MNBT, L) / block) + 1.
     """
-    page, full_block, sliding_block = kv_page_bytes(model, kv_dtype)
+    page, full_block, sliding_block = kv_page_bytes(model, kv_dtype, block_size)
     full = sum(1 for layer in model.kv_layers if not layer.sliding)
     sliding = len(model.kv_layers) - full
     _, group_size = kv_groups(model)
@@ -246,7 +252,9 @@ def kv_bytes_per_sequence(model: GemmaModel, kv_dtype: str, max_model_len: int, 
     return group_size * page * blocks
 
 
-def kv_cache_tokens(model: GemmaModel, kv_dtype: str, max_model_len: int, mnbt: int, budget: int) -> int:
+def kv_cache_tokens(
+    model: GemmaModel, kv_dtype: str, max_model_len: int, mnbt: int, budget: int, block_size: int = KV_BLOCK_SIZE
+) -> int:
     """The "GPU KV cache size: N tokens" vLLM logs for a KV budget (``kv_cache_utils._report_kv_cache_config``).
 
     Blocks = budget // page // layers per group; concurrency = blocks / blocks one request needs; tokens =
@@ -254,10 +262,11 @@ def kv_cache_tokens(model: GemmaModel, kv_dtype: str, max_model_len: int, mnbt: 
     """
     if budget <= 0:
         return 0
-    page, _, _ = kv_page_bytes(model, kv_dtype)
+    page, _, _ = kv_page_bytes(model, kv_dtype, block_size)
     _, group_size = kv_groups(model)
     num_blocks = budget // page // group_size
-    per_request_blocks = -(-kv_bytes_per_sequence(model, kv_dtype, max_model_len, mnbt) // (page * group_size))
+    per_request = kv_bytes_per_sequence(model, kv_dtype, max_model_len, mnbt, block_size)
+    per_request_blocks = -(-per_request // (page * group_size))
     return int(num_blocks / per_request_blocks * max_model_len)
 
 

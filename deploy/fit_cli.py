@@ -126,9 +126,10 @@ def _print_plan(p: Plan) -> None:
     print(f"  {'total':<22} {p.weights_bytes / GiB:>8.3f} GiB")
     print("overheads inside the budget (modelled):")
     for name, o in p.overheads.items():
-        print(f"  {name:<22} {o.bytes / GiB:>8.3f} GiB  {o.assumption}")
-    print("allocated after vLLM's profile run, outside the budget (modelled):")
-    for name, o in p.outside_budget.items():
+        if name != "cuda_context":
+            print(f"  {name:<22} {o.bytes / GiB:>8.3f} GiB  {o.assumption}")
+    print("outside the budget (modelled):")
+    for name, o in {"cuda_context": p.overheads["cuda_context"], **p.outside_budget}.items():
         print(f"  {name:<22} {o.bytes / GiB:>8.3f} GiB  {o.assumption}")
     print(
         f"KV cache budget: {p.kv_cache_budget_bytes / GiB:.3f} GiB (vLLM should log about {p.kv_cache_tokens:,} "

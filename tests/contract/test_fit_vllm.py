@@ -33,14 +33,17 @@ from deploy.serve_args import from_mapping
 pytestmark = pytest.mark.contract
 
 HARNESS = Path(__file__).with_name("vllm_budget.py")
+# (KV dtype, max-model-len, max-num-batched-tokens, KV budget bytes, block size: 16 on GPUs, 128 on vLLM's CPU)
 KV_CASES = [
-    ("fp8", 32768, 2048, 12 * 2**30),
-    ("fp8", 32768, 8192, 60 * 2**30),
-    ("auto", 32768, 2048, 5 * 2**30),
-    ("fp8", 131072, 2048, 3 * 2**30),
-    ("fp8", 32768, 512, 700 * 2**20),
-    ("auto", 16384, 1024, 450 * 2**20),
-    ("fp8", 300, 2048, 2**30),  # shorter than the sliding window plus one chunk
+    ("fp8", 32768, 2048, 12 * 2**30, 16),
+    ("fp8", 32768, 8192, 60 * 2**30, 16),
+    ("auto", 32768, 2048, 5 * 2**30, 16),
+    ("fp8", 131072, 2048, 3 * 2**30, 16),
+    ("fp8", 32768, 512, 700 * 2**20, 16),
+    ("auto", 16384, 1024, 450 * 2**20, 16),
+    ("fp8", 300, 2048, 2**30, 16),  # shorter than the sliding window plus one chunk
+    ("fp8", 32768, 2048, 2**30, 128),
+    ("auto", 16384, 512, 3 * 2**30, 128),
 ]
 # The profile keys that decide what vLLM builds and profiles; the rest (KV dtype, offload) do not change it.
 MM_KEYS = (
@@ -100,11 +103,13 @@ def vllm_answers(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_kv_bytes_and_logged_tokens_match_vllm(vllm_answers: dict[str, Any]) -> None:
     model = GemmaModel.load()
     theirs = vllm_answers["kv"]
-    assert [kv_bytes_per_sequence(model, d, n, t) for d, n, t, _ in KV_CASES] == [
+    assert [kv_bytes_per_sequence(model, d, n, t, k) for d, n, t, _, k in KV_CASES] == [
         c["bytes_per_request"] for c in theirs
     ]
     assert theirs[0]["bytes_per_request"] == 116_588_544  # the facts file's reference case
-    assert [kv_cache_tokens(model, d, n, t, b) for d, n, t, b in KV_CASES] == [c["kv_cache_tokens"] for c in theirs]
+    assert [kv_cache_tokens(model, d, n, t, b, k) for d, n, t, b, k in KV_CASES] == [
+        c["kv_cache_tokens"] for c in theirs
+    ]
     assert {c["groups"] for c in theirs} == {kv_groups(model)[0]}  # the Triton buffers are allocated per group
 
 

@@ -5,8 +5,8 @@
 Input on stdin (JSON), answers written to OUT.json:
 
 - ``kv``: ``{"layers": [{"sliding", "head_dim", "num_kv_heads"}, ...], "sliding_window": int, "cases": [...]}``,
-  each case ``{"kv_dtype", "max_model_len", "max_num_batched_tokens", "budget"}``. Output ``kv``: per case the
-  bytes vLLM's hybrid KV manager reserves for one ``max_model_len`` request (``get_kv_cache_groups`` +
+  each case ``{"kv_dtype", "max_model_len", "max_num_batched_tokens", "budget", "block_size"}``. Output ``kv``:
+  per case the bytes vLLM's hybrid KV manager reserves for one ``max_model_len`` request (``get_kv_cache_groups`` +
   ``_max_memory_usage_bytes_from_groups``) and the "GPU KV cache size" tokens it would log for ``budget`` bytes
   (``get_kv_cache_config_from_groups`` + ``get_max_concurrency_for_kv_cache_config``).
 - ``mm``: ``{"checkpoint": DIR, "cases": {name: engine args}}``. The harness first writes a tiny Gemma 4 into
@@ -43,7 +43,7 @@ def kv_results(data: dict) -> list[dict]:
         specs = {}
         for i, layer in enumerate(data["layers"]):
             common = {
-                "block_size": 16,
+                "block_size": case.get("block_size", 16),
                 "num_kv_heads": layer["num_kv_heads"],
                 "head_size": layer["head_dim"],
                 "dtype": dtype,
@@ -74,15 +74,16 @@ def kv_results(data: dict) -> list[dict]:
     return out
 
 
-def build_checkpoint(dest: Path) -> None:
-    """The tiny Gemma 4 with the two fields the real E2B config has and the fixture leaves out."""
+def build_checkpoint(dest: Path, image_tokens: int = 280) -> None:
+    """The tiny Gemma 4 with the two fields vLLM needs and the fixture leaves out: 32k positions and the image
+    default (280 like the real E2B for budget questions; a server must use the tiny processor's 70)."""
     sys.path.insert(0, str(REPO))
     from tests.fixtures.tiny_gemma4 import build_tiny_gemma4
 
     build_tiny_gemma4(dest)
     path = dest / "config.json"
     config = json.loads(path.read_text())
-    config["vision_config"]["default_output_length"] = 280
+    config["vision_config"]["default_output_length"] = image_tokens
     config["text_config"]["max_position_embeddings"] = 32768
     path.write_text(json.dumps(config, indent=2))
 
