@@ -60,6 +60,13 @@ def test_parse_log_reads_vllms_lines() -> None:
     assert parse_log("nothing logged") == {}
 
 
+def test_parse_log_reads_a_real_vllm_log() -> None:
+    """Lines the real vLLM 0.21.0 engine printed (CPU build, `make gpu-check-cpu`): its CPU worker logs no GPU
+    memory profile, so only the KV figures are there, and they are read."""
+    got = parse_log((REPO / "tests" / "fixtures" / "vllm_logs" / "cpu-tiny-gemma4.log").read_text())
+    assert got == {"kv_cache_tokens": 15_675_063, "max_concurrency": 478.36}
+
+
 def test_compare_holds_within_the_margin_and_fails_outside() -> None:
     p = predicted_figures(predict(MODEL, GPU(0, "NVIDIA L4", 23034 * MiB, 23000 * MiB, (8, 9)), Target("gpu-24gb")))
     near = {"available_kv_bytes": p["available_kv_bytes"] - 150 * MiB, "max_concurrency": p["promised_sequences"]}
