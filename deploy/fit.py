@@ -252,22 +252,27 @@ def kv_bytes_per_sequence(
     return group_size * page * blocks
 
 
-def kv_cache_tokens(
+def kv_max_concurrency(
     model: GemmaModel, kv_dtype: str, max_model_len: int, mnbt: int, budget: int, block_size: int = KV_BLOCK_SIZE
-) -> int:
-    """The "GPU KV cache size: N tokens" vLLM logs for a KV budget (``kv_cache_utils._report_kv_cache_config``).
+) -> float:
+    """The "Maximum concurrency" vLLM logs for a KV budget (``get_max_concurrency_for_kv_cache_config``).
 
-    Blocks = budget // page // layers per group; concurrency = blocks / blocks one request needs; tokens =
-    concurrency x max_model_len.
+    Blocks = budget // page // layers per group; concurrency = blocks / blocks one request needs.
     """
     if budget <= 0:
-        return 0
+        return 0.0
     page, _, _ = kv_page_bytes(model, kv_dtype, block_size)
     _, group_size = kv_groups(model)
     num_blocks = budget // page // group_size
     per_request = kv_bytes_per_sequence(model, kv_dtype, max_model_len, mnbt, block_size)
-    per_request_blocks = -(-per_request // (page * group_size))
-    return int(num_blocks / per_request_blocks * max_model_len)
+    return num_blocks / -(-per_request // (page * group_size))
+
+
+def kv_cache_tokens(
+    model: GemmaModel, kv_dtype: str, max_model_len: int, mnbt: int, budget: int, block_size: int = KV_BLOCK_SIZE
+) -> int:
+    """The "GPU KV cache size: N tokens" vLLM logs: concurrency x max_model_len (``_report_kv_cache_config``)."""
+    return int(kv_max_concurrency(model, kv_dtype, max_model_len, mnbt, budget, block_size) * max_model_len)
 
 
 # ---- overheads -----------------------------------------------------------------------------------------------
@@ -622,7 +627,7 @@ def plan(
         safety_margin_bytes=SAFETY_MARGIN_BYTES,
         outside_budget=after,
         kv_cache_tokens=kv_cache_tokens(model, args.kv_cache_dtype, args.max_model_len, mnbt, budget),
-        expected_max_concurrency=max(0.0, budget / per_seq),
+        expected_max_concurrency=kv_max_concurrency(model, args.kv_cache_dtype, args.max_model_len, mnbt, budget),
         pcie=pcie,
         offload_seconds_per_step=offload_seconds_per_step(offloaded, pcie),
     )
