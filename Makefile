@@ -122,7 +122,15 @@ test-features: tools ## The real-vLLM feature tests with two more engine starts 
 	@$(RUN) GEMMA4_TEST_FEATURE_MATRIX=1 $(PY) -m pytest tests/e2e/test_features_real_vllm.py $(PYTEST_ARGS)
 
 # ---- Fit planner (issue 6) ----------------------------------------------------------------------
-.PHONY: profiles
+.PHONY: profiles gpu-check gpu-check-cpu
+GPU_CHECK_ARGS ?=
 profiles: tools ## Regenerate deploy/profiles/gpu-*.yaml and the README fit table from the fit planner
 	@$(RUN) $(PY) -m deploy.profile_gen
 	@$(RUN) $(PY) -m deploy.fit_table --write
+
+# No `tools` prerequisite: a GPU machine for this check may have no route to PyPI (docs/fit.md).
+gpu-check: ## On a GPU machine (offline, checkpoint cached): vLLM per profile, measured vs planned -> reports/gpu-check/
+	@scripts/gpu-check.sh $(GPU_CHECK_ARGS)
+
+gpu-check-cpu: tools ## Rehearse gpu-check here with the real vLLM engine on CPU and a fake GPU (about 2 minutes)
+	@$(RUN) $(PY) -m tests.fixtures.gpu_check_cpu

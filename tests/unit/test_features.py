@@ -134,8 +134,15 @@ def test_launcher_rejects_an_unknown_feature_as_bad_input() -> None:
 
 
 def test_launcher_applies_features_without_a_gpu() -> None:
-    resolved = resolve({"GEMMA4_PROFILE": "gpu-8gb", "GEMMA4_FEATURES": "audio"}, None)
-    assert resolved.config["limit-mm-per-prompt"] == {"audio": 1} and resolved.plan is None
+    resolved = resolve({"GEMMA4_PROFILE": "gpu-24gb", "GEMMA4_FEATURES": "audio"}, None)
+    assert resolved.config["limit-mm-per-prompt"]["audio"] == 1 and resolved.plan is None
+
+
+def test_a_text_only_profile_refuses_audio_even_without_a_gpu() -> None:
+    """gpu-8gb is planned text only (language-model-only): it loads no audio tower, so audio is refused."""
+    with pytest.raises(LaunchError, match="gpu-8gb is text only") as refused:
+        resolve({"GEMMA4_PROFILE": "gpu-8gb", "GEMMA4_FEATURES": "audio,tools"}, None)
+    assert "Drop audio: GEMMA4_FEATURES=tools (compose)" in str(refused.value)
 
 
 def test_profiles_cli_lists_and_merges_features(capsys: pytest.CaptureFixture[str]) -> None:
@@ -145,13 +152,13 @@ def test_profiles_cli_lists_and_merges_features(capsys: pytest.CaptureFixture[st
     assert main(["profiles", "gpu-24gb", "--features", "tools,audio", "--argv"]) == 0
     command = capsys.readouterr().out
     assert "--enable-auto-tool-choice --tool-call-parser gemma4" in command
-    assert "--limit-mm-per-prompt '{\"audio\": 1}'" in command
+    assert "--limit-mm-per-prompt '{\"audio\": 1" in command
     assert main(["profiles", "gpu-24gb", "--features", "thinking"]) == 2
     assert "unknown feature 'thinking'" in capsys.readouterr().err
 
 
 def test_fit_cli_counts_the_audio_feature(capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["fit", "--gpu-memory", "8188MiB", "--compute-capability", "8.9", "--profile", "gpu-8gb"]
+    args = ["fit", "--gpu-memory", "9728MiB", "--compute-capability", "8.9", "--profile", "gpu-10gb"]
     assert main(args) == 0
     assert main([*args, "--features", "audio"]) == 1
     out = capsys.readouterr().out
