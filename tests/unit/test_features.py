@@ -152,7 +152,7 @@ def test_profiles_cli_lists_and_merges_features(capsys: pytest.CaptureFixture[st
     assert main(["profiles", "gpu-24gb", "--features", "tools,audio", "--argv"]) == 0
     command = capsys.readouterr().out
     assert "--enable-auto-tool-choice --tool-call-parser gemma4" in command
-    assert "--limit-mm-per-prompt '{\"audio\": 1" in command
+    assert '--limit-mm-per-prompt \'{"audio": 1' in command
     assert main(["profiles", "gpu-24gb", "--features", "thinking"]) == 2
     assert "unknown feature 'thinking'" in capsys.readouterr().err
 
