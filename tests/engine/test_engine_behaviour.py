@@ -21,7 +21,8 @@ from tests.fixtures.servers import run_asgi
 from tests.fixtures.vllm_plugin import MAIN, TEST_API_KEY
 from tests.fixtures.vllm_server import EnginePool, LauncherServer
 
-pytestmark = [pytest.mark.engine, pytest.mark.slow]
+# A test's first use of a server includes its start (up to 240 s on a busy machine).
+pytestmark = [pytest.mark.engine, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ from tests.contract.helm_chart import CHART, template
 from tests.fixtures.vllm_plugin import TEST_API_KEY
 from tests.fixtures.vllm_server import LauncherServer
 
-pytestmark = [pytest.mark.engine, pytest.mark.slow]
+# A test's first use of a server includes its start (up to 240 s on a busy machine).
+pytestmark = [pytest.mark.engine, pytest.mark.slow, pytest.mark.timeout(900)]
 
 DASHBOARD = CHART / "files" / "grafana-dashboard.json"
 # Labels Prometheus attaches when it scrapes (target and Kubernetes service-discovery labels), not vLLM's.

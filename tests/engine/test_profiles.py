@@ -30,10 +30,12 @@ from tests.engine.smoke import ANSWER_CHECKS, AUTH_CHECKS, outcomes, run_suite
 from tests.engine.test_tools_engine import deploy
 from tests.fixtures.vllm_server import SERVED_MODEL_NAME, Checkpoints, EnginePool, serve_with_launcher
 
-pytestmark = [pytest.mark.engine, pytest.mark.slow]
+# A test's first use of a server includes its start (up to 240 s on a busy machine).
+pytestmark = [pytest.mark.engine, pytest.mark.slow, pytest.mark.timeout(900)]
 
 STREAMS = 3
-STREAM_TOKENS = 400
+# Long enough (about 5-10 s on 2 cores) that drain has something to wait for.
+STREAM_TOKENS = 2000
 
 
 def _stream(url: str, results: list[str], ended: list[float], index: int) -> None:
@@ -42,7 +44,7 @@ def _stream(url: str, results: list[str], ended: list[float], index: int) -> Non
         "model": SERVED_MODEL_NAME,
         "messages": [{"role": "user", "content": f"Count to a thousand ({index})."}],
         "max_tokens": STREAM_TOKENS,
-        "min_tokens": STREAM_TOKENS,  # random weights may pick EOS early; the stream must stay in flight
+        "ignore_eos": True,  # random weights may pick EOS early; the stream must stay in flight
         "stream": True,
     }
     try:
@@ -100,6 +102,7 @@ def test_profile_serves_through_its_life(
         # bytes may reach the client a moment after the engine's gauges drop).
         print(f"drain waited {returned - started:.1f} s; streams ended {[round(e - started, 1) for e in ended]} s")
         assert max(ended) - returned < 1.5, "drain returned while a stream still had tokens to generate"
+        assert returned - started > 1.0, "drain returned at once: the streams were not in flight"
 
         # Then the SIGTERM Kubernetes sends after preStop: vLLM exits cleanly and leaves nothing behind.
         assert server.stop() is not None

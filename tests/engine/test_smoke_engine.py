@@ -16,7 +16,8 @@ from tests.engine.smoke import ANSWER_CHECKS, AUTH_CHECKS, outcomes, run_suite, 
 from tests.fixtures.vllm_plugin import TEST_API_KEY
 from tests.fixtures.vllm_server import LauncherServer
 
-pytestmark = [pytest.mark.engine, pytest.mark.slow]
+# A test's first use of a server includes its start (up to 240 s on a busy machine).
+pytestmark = [pytest.mark.engine, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _repeat(url: str, tmp_path: Path, *args: str) -> list[dict]:
