@@ -15,6 +15,9 @@
 5. Write the resolved config, print it as a command with the fit summary, and exec
    ``vllm serve --config <resolved.yaml> [GEMMA4_EXTRA_ARGS]``.
 
+Before all that it prints the vLLM, torch and transformers versions and refuses a transformers that vLLM
+0.21.0 cannot serve Gemma 4 with (:mod:`deploy.versions`).
+
 Exit codes (when nothing is exec'd): 0 dry run, 1 will not fit, 2 bad input.
 """
 
@@ -33,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from deploy import versions
 from deploy.fit import (
     CUDA_CONTEXT_BYTES,
     FitError,
@@ -493,6 +497,8 @@ def device_order(gpus: list[GPU], environ: Mapping[str, str]) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve, print, exec vLLM (or stop with a message and exit 1/2)."""
+    if versions.announce():  # the engine's versions first; a transformers vLLM cannot run with stops here
+        return 2
     gpu = None
     try:
         gpus = detect()

@@ -109,11 +109,27 @@ class SmokeClient:
         return {"Authorization": f"Bearer {value}"} if value else {}
 
     def request(
-        self, method: str, path: str, *, key: str | bool | None = True, timeout: float | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        key: str | bool | None = True,
+        timeout: float | None = None,
+        close: bool = False,
+        **kwargs: Any,
     ) -> httpx.Response:
-        """One bounded request; transport failures become a :class:`CheckError` with advice."""
+        """One bounded request; transport failures become a :class:`CheckError` with advice.
+
+        ``close`` sends ``Connection: close``, so the connection is not reused afterwards. Requests meant to fail
+        use it: vLLM answers some errors (an over-long prompt, a bad image URL) from its catch-all exception
+        handler, after which uvicorn drops the keep-alive connection without saying so. A pooled connection
+        reused for the next check would then fail with ECONNRESET, a fault of the client, not of the server.
+        The next request opens a fresh connection, so a server that really died still fails it.
+        """
         where = f"{method} {path}"
         headers = {**self.headers(key), **kwargs.pop("headers", {})}
+        if close:
+            headers["Connection"] = "close"
         try:
             response = self._http.request(method, path, headers=headers, timeout=self.timeout(timeout), **kwargs)
         except httpx.ConnectError as exc:

@@ -40,7 +40,7 @@ def stub(stubs: dict[str, tuple[str, Stub]]) -> Iterator[dict[str, tuple[str, St
     for _, s in stubs.values():
         s.faults, s.api_key, s.unavailable_until, s.dead, s.in_flight = set(), None, 0.0, False, 0
         s.features = set()
-        s.requests.clear()  # test_ctrl_c waits for the run's own first completion request
+        s.requests.clear()  # tests that wait for a request must not see the previous test's
         s.max_model_len = MAX_MODEL_LEN
         s.stopped.clear()
     yield stubs
@@ -441,3 +441,33 @@ def test_environment_alone_configures_a_run_as_compose_and_helm_do(
         True,
     )
     assert report["summary"]["failed"] == 0 and report["summary"]["passed"] >= 15
+
+
+def test_error_checks_survive_the_connection_vllm_drops_after_an_error(
+    stub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like vLLM, the stub drops keep-alive after an over-long prompt or a bad image URL, without saying so.
+
+    The suite sends those requests with `Connection: close`, so its follow-up completion opens a fresh
+    connection and passes. A client that reuses the connection (the suite before the fix) loses the follow-up:
+    the two checks fail every time against the stub (8 of 30 runs against real vLLM, where the window is
+    shorter).
+    """
+    url, _ = stub["vllm"]
+    code, report = run(tmp_path, url, "--select", "errors")
+    assert (code, failed(report)) == (0, {})
+
+    from smoke_tests.client import SmokeClient
+
+    request = SmokeClient.request
+
+    def reusing(self: SmokeClient, *args: object, close: bool = False, **kwargs: object) -> object:
+        return request(self, *args, **kwargs)  # drops close=True: the connection stays in the pool
+
+    monkeypatch.setattr(SmokeClient, "request", reusing)
+    code, report = run(tmp_path, url, "--select", "errors")
+    assert code == 1
+    failures = failed(report)
+    assert set(failures) == {"errors.prompt_too_long", "errors.malformed_image_url"}
+    assert failures["errors.prompt_too_long"].startswith("after the 400 for a too-long prompt, the server stopped")
+    assert "Server disconnected" in failures["errors.prompt_too_long"], failures
