@@ -17,7 +17,7 @@ from deploy.checkpoint import CheckpointError, hub_tensors, snapshot_tensors, we
 from deploy.fit import FitError, GiB, MiB, PCIeLink, Plan, ServeArgs, fp8_kv_supported, plan
 from deploy.gpu import parse_compute_capability
 from deploy.model import GemmaModel
-from deploy.profiles import ProfileError, load_profile, to_argv
+from deploy.profiles import ProfileError, apply_features, load_profile, parse_features, to_argv
 from deploy.recommend import recommend
 from deploy.serve_args import from_mapping, parse_limit_mm, parse_tokens
 
@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compute-capability", default="8.9", help="e.g. 8.6 (Ampere), 8.9 (Ada), 9.0 (Hopper)")
     p.add_argument("--gpu-name", default="", help="nvidia-smi name (A100s get vLLM's smaller defaults)")
     p.add_argument("--profile", help="start from this profile's arguments (deploy/profiles/NAME.yaml)")
+    p.add_argument("--features", metavar="LIST", help="merge these opt-in features, e.g. tools,audio (GEMMA4_FEATURES)")
     p.add_argument("--max-model-len")
     p.add_argument("--kv-cache-dtype", choices=["auto", "fp8"])
     p.add_argument("--max-num-seqs", type=int)
@@ -83,11 +84,12 @@ def _weights(checkpoint: str | None) -> dict[str, int] | None:
 
 def _serve_args(a: argparse.Namespace, cc: tuple[int, int]) -> ServeArgs:
     base: dict[str, Any] = {}
-    if a.profile:
-        try:
+    try:
+        if a.profile:
             base = load_profile(a.profile)
-        except ProfileError as exc:
-            raise FitError(str(exc)) from exc
+        base = apply_features(base, parse_features(a.features))
+    except ProfileError as exc:
+        raise FitError(str(exc)) from exc
     overrides: dict[str, Any] = {
         "max-model-len": parse_tokens(a.max_model_len) if a.max_model_len else None,
         "kv-cache-dtype": a.kv_cache_dtype,

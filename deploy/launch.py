@@ -4,14 +4,19 @@
    whether this is WSL2 (no pinned memory, so no CPU offload).
 2. Pick the profile: ``GEMMA4_PROFILE=auto`` takes the largest GPU class the card has room for (Ada/Hopper or
    Ampere variant by compute capability); a card smaller than every class gets a configuration planned for it,
-   or a refusal that names the llama.cpp path. A named profile is honoured.
+   or a refusal that names the llama.cpp path. A named profile is honoured. The opt-in features named in
+   ``GEMMA4_FEATURES`` (``deploy/profiles/features``) are merged into it.
 3. Adjust only what the GPU dictates: an fp8 KV cache on a GPU below compute capability 8.9 becomes ``auto``;
    under WSL2 a plan that offloads to the CPU is re-planned without offload (``auto``) or refused (a named
-   profile).
+   profile); and what the orchestrator dictates: ``GEMMA4_LISTEN_PORT`` (the pod's port) replaces the
+   profile's ``port``.
 4. Check the plan: it must fit the card, and the memory free right now must cover the budget; otherwise stop
-   and say exactly what to change.
+   and say exactly what to change (a feature that does not fit is named, with the setting that drops it).
 5. Write the resolved config, print it as a command with the fit summary, and exec
    ``vllm serve --config <resolved.yaml> [GEMMA4_EXTRA_ARGS]``.
+
+Before all that it prints the vLLM, torch and transformers versions and refuses a transformers that vLLM
+0.21.0 cannot serve Gemma 4 with (:mod:`deploy.versions`).
 
 Exit codes (when nothing is exec'd): 0 dry run, 1 will not fit, 2 bad input.
 """
@@ -31,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from deploy import versions
 from deploy.fit import (
     CUDA_CONTEXT_BYTES,
     FitError,
@@ -44,7 +50,16 @@ from deploy.fit import (
 )
 from deploy.gpu import GPU, GPUClass, GPUError, class_for, detect, in_wsl, load_classes
 from deploy.model import GemmaModel
-from deploy.profiles import DEFAULT_REVISION, ProfileError, load_profile, to_argv
+from deploy.profiles import (
+    DEFAULT_REVISION,
+    FEATURES_ENV,
+    ProfileError,
+    apply_features,
+    feature_summary,
+    load_profile,
+    parse_features,
+    to_argv,
+)
 from deploy.recommend import LLAMA_CPP_HINT, MAX_OFFLOAD_SECONDS_PER_STEP, recommend
 from deploy.serve_args import from_mapping, overrides_from_argv
 
@@ -69,6 +84,7 @@ class Resolved:
     extra_args: list[str]
     notes: list[str] = field(default_factory=list)
     plan: Plan | None = None
+    features: list[str] = field(default_factory=list)
 
 
 WSL_NO_OFFLOAD = (
@@ -183,12 +199,98 @@ def _correct_kv_dtype(config: dict[str, Any], extra: list[str], gpu: GPU, notes:
         )
 
 
-def _check_fit(config: dict[str, Any], extra: list[str], gpu: GPU, model: GemmaModel) -> Plan:
+def _flag_values(argv: list[str], flag: str) -> list[str]:
+    """Every value ``argv`` gives ``flag`` (``--flag V`` or ``--flag=V``), in order."""
+    values = []
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            values.append(argv[i + 1])
+        elif arg.startswith(flag + "="):
+            values.append(arg.split("=", 1)[1])
+    return values
+
+
+def _listen_port(raw: str, extra: list[str]) -> int:
+    """GEMMA4_LISTEN_PORT as a port number; refused when not one, or when GEMMA4_EXTRA_ARGS says otherwise."""
+    try:
+        port = int(raw)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise LaunchError(f"GEMMA4_LISTEN_PORT={raw!r} is not a port number (1-65535)")
+    other = [v for v in _flag_values(extra, "--port") if v != str(port)]
+    if other:
+        raise LaunchError(
+            f"GEMMA4_EXTRA_ARGS sets --port {other[-1]}, but GEMMA4_LISTEN_PORT={port} is where the probes and the "
+            "Service look: remove --port from the extra arguments (in Helm, set serving.port instead)"
+        )
+    return port
+
+
+def _features_to_drop(
+    base: dict[str, Any], features: list[str], extra: list[str], gpu: GPU, model: GemmaModel
+) -> tuple[list[str], list[str]]:
+    """Why the features miss the card: (features any one of which, dropped, makes it fit; the features left).
+
+    When no single feature is to blame but dropping them all fits, all are named; when even that does not fit,
+    the features are not the problem and both lists are empty.
+    """
+
+    def fits(names: list[str]) -> bool:
+        config = {**apply_features(base, names), **overrides_from_argv(extra)}
+        return plan(model, from_mapping(config), gpu.total_bytes, gpu_name=gpu.name).fits
+
+    single = [f for f in features if fits([g for g in features if g != f])]
+    if single:
+        return single, [f for f in features if f != single[0]]
+    return (list(features), []) if fits([]) else ([], [])
+
+
+# Features that need a multimodal tower, which `language-model-only` (a text-only plan) never loads.
+TOWER_FEATURES = ("audio",)
+
+
+def _refuse_towers_the_profile_dropped(
+    config: dict[str, Any], features: list[str], profile: str, gpu: GPU | None
+) -> None:
+    """A text-only profile (planned so for a small card) cannot serve audio: refuse rather than serve it deaf."""
+    culprits = [name for name in features if name in TOWER_FEATURES]
+    if not culprits or not config.get("language-model-only"):
+        return
+    rest = [name for name in features if name not in culprits]
+    card = gpu.name if gpu is not None else "this GPU"
+    raise LaunchError(
+        f"the features {FEATURES_ENV}={','.join(features)} do not fit {card} with this profile: {profile} is "
+        f"text only (language-model-only) to fit the card, so no {' or '.join(culprits)} tower is loaded. Drop "
+        f"{' and '.join(culprits)}: {FEATURES_ENV}={','.join(rest) or 'none'} (compose) or the same list in "
+        "serving.features (Helm); or use a GPU with more memory",
+        code=1,
+    )
+
+
+def _check_fit(
+    config: dict[str, Any],
+    extra: list[str],
+    gpu: GPU,
+    model: GemmaModel,
+    base: dict[str, Any] | None = None,
+    features: list[str] | None = None,
+) -> Plan:
     try:
         args = from_mapping({**config, **overrides_from_argv(extra)})
         result = plan(model, args, gpu.total_bytes, gpu_name=gpu.name, pcie=gpu.link)
     except (FitError, ValueError) as exc:
         raise LaunchError(f"cannot plan the resolved arguments: {exc}") from exc
+    if not result.fits and features and base is not None:
+        culprits, rest = _features_to_drop(base, features, extra, gpu, model)
+        if culprits:
+            which = " or ".join(culprits) if rest or len(culprits) == 1 else " and ".join(culprits)
+            raise LaunchError(
+                f"the features {FEATURES_ENV}={','.join(features)} do not fit {gpu.name} with this profile: "
+                f"{result.reason}. Drop {which}: {FEATURES_ENV}={','.join(rest) or 'none'} (compose) or the same "
+                "list in serving.features (Helm); or use a GPU with more memory",
+                code=1,
+            )
     if not result.fits:
         try:
             rec = recommend(model, gpu.total_bytes, gpu.compute_capability, gpu_name=gpu.name, pcie=gpu.link)
@@ -268,10 +370,26 @@ def resolve(
         profile = requested
         notes.append(f"profile {requested} (forced by GEMMA4_PROFILE)")
     config = dict(config)
+    base = config
+    try:
+        features = parse_features(environ.get(FEATURES_ENV))
+    except ProfileError as exc:
+        raise LaunchError(f"{FEATURES_ENV}: {exc}") from exc
+    if features:
+        try:
+            config = apply_features(config, features)
+        except ProfileError as exc:
+            raise LaunchError(f"{FEATURES_ENV}: {exc}") from exc
+        for name in features:
+            notes.append(f"feature {name} ({FEATURES_ENV}): {feature_summary(name)}")
+        _refuse_towers_the_profile_dropped(config, features, profile, gpu)
     if environ.get("GEMMA4_MODEL"):
         config["model"] = environ["GEMMA4_MODEL"]
         notes.append(f"model {config['model']} (GEMMA4_MODEL); the fit check still assumes Gemma 4 E2B W8A16")
     config["revision"] = environ.get("GEMMA4_REVISION") or DEFAULT_REVISION
+    if environ.get("GEMMA4_LISTEN_PORT", "").strip():
+        config["port"] = _listen_port(environ["GEMMA4_LISTEN_PORT"].strip(), extra)
+        notes.append(f"port {config['port']} (GEMMA4_LISTEN_PORT)")
     result = None
     if wsl:
         _refuse_offload_under_wsl(config, extra, profile)
@@ -279,7 +397,8 @@ def resolve(
         notes.append("no GPU information (nvidia-smi unavailable): the fit and free-memory checks are skipped")
     else:
         _correct_kv_dtype(config, extra, gpu, notes)
-        result = _check_fit(config, extra, gpu, model)
+        base = {**base, "kv-cache-dtype": config.get("kv-cache-dtype", "auto")}
+        result = _check_fit(config, extra, gpu, model, base, features)
         if result.offload_seconds_per_step:
             if gpu.pcie is None:
                 notes.append("nvidia-smi did not report the PCIe link: CPU offload is priced for PCIe 4.0 x16")
@@ -289,7 +408,7 @@ def resolve(
                     f"{MAX_OFFLOAD_SECONDS_PER_STEP * 1000:.0f} ms a step the profiles are planned for; a card with "
                     "more lanes, or more memory, decodes faster"
                 )
-    return Resolved(profile, config, extra, notes, result)
+    return Resolved(profile, config, extra, notes, result, features)
 
 
 def write_config(resolved: Resolved, directory: Path) -> Path:
@@ -378,6 +497,8 @@ def device_order(gpus: list[GPU], environ: Mapping[str, str]) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve, print, exec vLLM (or stop with a message and exit 1/2)."""
+    if versions.announce():  # the engine's versions first; a transformers vLLM cannot run with stops here
+        return 2
     gpu = None
     try:
         gpus = detect()

@@ -191,3 +191,37 @@ def test_pick_gpu_follows_cuda_visible_devices() -> None:
     assert pick_gpu(gpus, {"CUDA_VISIBLE_DEVICES": "1"}).name == "NVIDIA L4"
     assert pick_gpu(gpus, {"CUDA_VISIBLE_DEVICES": "GPU-bb,GPU-aa"}).name == "NVIDIA L4"
     assert pick_gpu(gpus, {"CUDA_VISIBLE_DEVICES": "GPU-unknown"}).name == "NVIDIA RTX A4000"
+
+
+def test_the_pods_port_replaces_the_profiles(tmp_path: Path) -> None:
+    """Helm's serving.port arrives as GEMMA4_LISTEN_PORT: vLLM must listen where the probes and Service look."""
+    proc = launch(tmp_path, None, GEMMA4_PROFILE="gpu-24gb", GEMMA4_LISTEN_PORT="9000")
+    assert proc.returncode == 0, proc.stderr
+    assert resolved(tmp_path)["port"] == 9000 and "port 9000 (GEMMA4_LISTEN_PORT)" in proc.stdout
+    # Unset keeps the profile's own port.
+    assert resolve({"GEMMA4_PROFILE": "gpu-24gb"}, None).config["port"] == 8000
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GEMMA4_LISTEN_PORT": "http"}, "GEMMA4_LISTEN_PORT='http' is not a port number"),
+        ({"GEMMA4_LISTEN_PORT": "70000"}, "is not a port number"),
+        ({"GEMMA4_LISTEN_PORT": "9000", "GEMMA4_EXTRA_ARGS": "--port 8000"}, "remove --port from the extra"),
+        ({"GEMMA4_LISTEN_PORT": "9000", "GEMMA4_EXTRA_ARGS": "--port=8001"}, "sets --port 8001"),
+    ],
+)
+def test_a_bad_or_contradicted_listen_port_is_bad_input(env: dict[str, str], message: str) -> None:
+    with pytest.raises(LaunchError, match=message) as e:
+        resolve({"GEMMA4_PROFILE": "gpu-24gb", **env}, None)
+    assert e.value.code == 2
+
+
+def test_the_probes_default_url_follows_the_listen_port() -> None:
+    """The image's HEALTHCHECK runs `deploy probe` with the container's environment and no --url."""
+    code = "from deploy.probe import DEFAULT_URL; print(DEFAULT_URL)"
+    run = lambda **env: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(REPO), **env}, check=True
+    ).stdout.strip()
+    assert run() == "http://127.0.0.1:8000"
+    assert run(GEMMA4_LISTEN_PORT="9000") == "http://127.0.0.1:9000"
