@@ -93,15 +93,18 @@ test-helm: tools ## Only the chart's tests: Helm 3+4 lint/render, kubernetes-val
 		tests/contract/test_helm_values.py tests/contract/test_helm_metrics.py tests/contract/test_helm_engines.py $(PYTEST_ARGS)
 
 # ---- Benchmark and quality (docs/benchmarks.md) ------------------------------------------------------
-.PHONY: bench bench-overhead
+.PHONY: bench bench-overhead bench-agreement
 BENCH_ARGS ?=
 
 bench: ## Benchmark the running deployment: the card's table into reports/bench (BENCH_ARGS="--requests 8")
 	@scripts/host-dirs.sh GEMMA4_BENCH_RESULTS
 	@$(COMPOSE) --profile bench run --rm --no-deps bench $(BENCH_ARGS)
 
-bench-overhead: tools ## How fast the bench client is vs `vllm bench serve`, on a zero-latency local server
+bench-overhead: tools ## Bench client vs `vllm bench serve` on a zero-latency server: interleaved rounds, batch 1/8/32
 	@$(RUN) $(PY) -m deploy bench --client-overhead $(BENCH_ARGS)
+
+bench-agreement: tools ## deploy bench vs `vllm bench serve` on a real vLLM CPU server (tiny model): within 5 %?
+	@$(RUN) $(PY) -m tests.fixtures.bench_agreement $(BENCH_ARGS)
 
 # ---- Smoke suite (issue 3) -------------------------------------------------------------------------
 .PHONY: smoke-url smoke-bench
