@@ -10,7 +10,9 @@ Checks, each failing with the file or module it concerns:
    choose yourself (``GEMMA4_MODEL`` other than the bundle's) may also be W4A16: vLLM serves both with the
    same weight-only scheme (``CompressedTensorsWNA16``), and the summary says which one it is;
 5. the right modules are quantized: every decoder-layer Linear is, and nothing in the vision or audio tower,
-   the embeddings or ``lm_head`` is.
+   the embeddings or ``lm_head`` is;
+6. in a Hugging Face cache, the snapshot is the revision asked for: a commit names the snapshot folder, and a
+   branch or tag's ``refs/<name>`` file points at it (a moving revision is reported, with the commit to pin).
 """
 
 from __future__ import annotations
@@ -24,8 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from deploy.checkpoint import QUANTIZED_SUFFIXES, CheckpointError, TensorInfo, read_header, snapshot_files
-from deploy.fetch import FetchError, add_checkpoint_arguments, cached_snapshot, model_and_revision
-from deploy.profiles import MODEL_ID
+from deploy.fetch import (
+    FetchError,
+    add_checkpoint_arguments,
+    cached_snapshot,
+    model_and_revision,
+    snapshot_commit,
+    unpinned_note,
+)
+from deploy.profiles import MODEL_ID, is_commit
 
 REQUIRED_FILES: tuple[tuple[str, ...], ...] = (
     ("config.json",),
@@ -176,6 +185,34 @@ def check_modules(tensors: dict[str, TensorInfo]) -> dict[str, list[str]]:
     return {"quantized": quantized, "unquantized": unquantized}
 
 
+def check_revision(snapshot: Path, revision: str) -> str | None:
+    """The commit of ``snapshot`` after checking it is ``revision``; None for a folder outside the HF cache.
+
+    A commit must be the snapshot's folder name; a branch or tag must have ``refs/<revision>`` in the cache
+    pointing at that folder (what huggingface_hub and vLLM resolve it to offline).
+    """
+    commit = snapshot_commit(snapshot)
+    if commit is None:
+        return None
+    if is_commit(revision):
+        if commit != revision:
+            raise VerifyError(f"{snapshot}: holds commit {commit}, but the pinned revision is {revision}")
+        return commit
+    ref = snapshot.parent.parent / "refs" / revision
+    try:
+        target = ref.read_text().strip()
+    except OSError as exc:
+        raise VerifyError(
+            f"{ref}: missing ({exc.strerror or exc}), so {revision!r} does not resolve to a snapshot offline: "
+            "fetch again, or pin GEMMA4_REVISION to a commit"
+        ) from exc
+    if target != commit:
+        raise VerifyError(
+            f"{ref} points at {target}, but the snapshot verified is {commit}: the cache is inconsistent; fetch again"
+        )
+    return commit
+
+
 def verify(snapshot: Path, hash_files: bool = True, bits: tuple[int, ...] = EXPECTED_BITS) -> dict[str, Any]:
     """Run every check (weights of ``bits`` bits); return a summary; raise :class:`VerifyError` on the first failure."""
     check_files(snapshot)
@@ -213,17 +250,21 @@ def run(args: argparse.Namespace) -> int:
     model, revision = model_and_revision(args.model, args.revision)
     try:
         snapshot = cached_snapshot(model, revision, args.cache_dir)
+        commit = check_revision(snapshot, revision)
         summary = verify(
             snapshot, hash_files=not args.no_hash, bits=EXPECTED_BITS if model == MODEL_ID else OTHER_MODEL_BITS
         )
     except (FetchError, VerifyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    summary |= {"revision": revision, "commit": commit, "pinned": is_commit(revision)}
+    if note := unpinned_note(model, revision, commit):
+        print(note, file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
     scheme = summary["schemes"][0]
-    print(f"verified {model}@{revision} ({snapshot})")
+    print(f"verified {model}@{revision}{f' = commit {commit}' if commit else ''} ({snapshot})")
     print(
         f"  scheme: W{scheme['bits']}A16 {scheme['type']} {scheme['strategy']}"
         f"{'' if scheme['group_size'] is None else ' group ' + str(scheme['group_size'])}, {scheme['format']}"

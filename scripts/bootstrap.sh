@@ -187,6 +187,7 @@ print_env() {
   echo "DEV_PYTHON=$dev/bin/python"
   echo "VLLM_PYTHON=$vllm/bin/python"
   echo "UV=$(uv_bin)"
+  echo "UV_CACHE_DIR=$UV_CACHE_DIR"
   echo "SGLANG_PYTHON=$(env_dir sglang "$req/sglang.txt" "$req/sglang-wheel.txt")/bin/python"
   echo "LLAMACPP_SRC=$(env_dir llamacpp-src "$req/llamacpp-src.txt")"
   echo "HELM_TOOLS_BIN=$(env_dir helm "$req/scan.txt" "$req/npm/package-lock.json")/bin"

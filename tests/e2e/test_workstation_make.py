@@ -28,6 +28,10 @@ UNSET = "<unset>"
 # Behaviour is chosen through FAKE_* variables; each call is appended to $FAKE_LOG as one line.
 FAKE_DOCKER = r"""#!/usr/bin/env bash
 printf '%s\n' "$*" >> "$FAKE_LOG"
+# FAKE_WATCH: a folder whose existence each call records (did the script create it before Docker ran?).
+if [[ -n "${FAKE_WATCH:-}" ]]; then
+  if [[ -d "$FAKE_WATCH" ]]; then echo "watch: exists"; else echo "watch: missing"; fi >> "$FAKE_LOG"
+fi
 case "$*" in
   "version --format {{.Server.Version}}")
     case "${FAKE_DAEMON:-ok}" in
@@ -518,37 +522,53 @@ def test_doctor_accepts_the_port_held_by_its_own_vllm(repo: Path, fake: Fake, li
     assert "this deployment's own vllm" in verdicts(proc)["port"]
 
 
-@pytest.mark.parametrize(
-    ("mode", "ok", "cause"),
-    [
-        (0o600, False, "cannot be read by the smoke container's user, uid 10001"),
-        (0o640, False, "cannot be read by the smoke container's user, uid 10001"),
-        (0o644, True, "VLLM_API_KEY_FILE readable"),
-    ],
-)
-def test_doctor_checks_the_api_key_file_for_the_smoke_user(
-    repo: Path, fake: Fake, tmp_path: Path, mode: int, ok: bool, cause: str
-) -> None:
+def test_doctor_accepts_a_private_api_key_file(repo: Path, fake: Fake, tmp_path: Path) -> None:
+    """vllm reads the key as root, and smoke reads it as root before it drops to uid 10001: 0600 is fine."""
     key = tmp_path / "api-key"
     key.write_text("sk-test-not-a-real-key\n")
-    key.chmod(mode)
+    key.chmod(0o600)
     proc = fake.make(repo, "doctor", VLLM_API_KEY_FILE=str(key))
-    line = verdicts(proc)["secrets"]
-    assert line.startswith("ok" if ok else "FAIL") and cause in line, line
-    if not ok:
-        assert f"chmod 0700 {tmp_path} && chmod 0644 {key}" in line and f"setfacl -m u:10001:r {key}" in line
+    assert proc.returncode == 0, proc.stdout
+    assert "VLLM_API_KEY_FILE readable" in verdicts(proc)["secrets"]
     assert "sk-test-not-a-real-key" not in proc.stdout + proc.stderr
 
 
-def test_doctor_accepts_an_acl_for_the_smoke_user(repo: Path, fake: Fake, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("mode", "content", "ok", "cause"),
+    [
+        (0o600, "s3cret\n", False, "cannot be read by its container's user, uid 472"),
+        (0o644, "s3cret\n", True, "GEMMA4_GRAFANA_PASSWORD_FILE readable"),
+        (0o644, "\n", False, "is blank: Grafana refuses to start"),
+        (None, "", False, "GEMMA4_GRAFANA_PASSWORD_FILE is unset"),
+    ],
+)
+def test_doctor_checks_grafanas_password_file_with_the_monitoring_profile(
+    repo: Path, fake: Fake, tmp_path: Path, mode: int | None, content: str, ok: bool, cause: str
+) -> None:
+    env = {"COMPOSE_PROFILES": "monitoring"}
+    if mode is not None:
+        password = tmp_path / "grafana-password"
+        password.write_text(content)
+        password.chmod(mode)
+        env["GEMMA4_GRAFANA_PASSWORD_FILE"] = str(password)
+    proc = fake.make(repo, "doctor", **env)
+    line = verdicts(proc)["secrets"]
+    assert line.startswith("ok" if ok else "FAIL") and cause in line, line
+    if mode == 0o600:
+        assert f"chmod 0700 {tmp_path} && chmod 0644 {password}" in line and "setfacl -m u:472:r" in line
+    # Without the profile, Grafana's password is not asked for.
+    assert "GEMMA4_GRAFANA" not in verdicts(fake.make(repo, "doctor"))["secrets"]
+
+
+def test_doctor_accepts_an_acl_for_grafanas_user(repo: Path, fake: Fake, tmp_path: Path) -> None:
     setfacl = shutil.which("setfacl")
     if setfacl is None or shutil.which("getfacl") is None:
         pytest.skip("setfacl/getfacl are not installed here (Debian: apt install acl)")
-    key = tmp_path / "api-key"
-    key.write_text("sk-test\n")
-    key.chmod(0o600)
-    subprocess.run([setfacl, "-m", "u:10001:r", str(key)], check=True)
-    proc = fake.make(repo, "doctor", VLLM_API_KEY_FILE=str(key))
+    password = tmp_path / "grafana-password"
+    password.write_text("s3cret\n")
+    password.chmod(0o600)
+    subprocess.run([setfacl, "-m", "u:472:r", str(password)], check=True)
+    proc = fake.make(repo, "doctor", COMPOSE_PROFILES="monitoring", GEMMA4_GRAFANA_PASSWORD_FILE=str(password))
     assert verdicts(proc)["secrets"].startswith("ok")
 
 
@@ -598,9 +618,28 @@ def test_down_keeps_the_cache_volumes(repo: Path, fake: Fake) -> None:
         ("bench", "compose --profile bench run --rm --no-deps bench"),
     ],
 )
-def test_inspection_targets(repo: Path, fake: Fake, target: str, expected: str) -> None:
-    assert fake.make(repo, target).returncode == 0
+def test_inspection_targets(repo: Path, fake: Fake, target: str, expected: str, tmp_path: Path) -> None:
+    assert fake.make(repo, target, GEMMA4_BENCH_RESULTS=str(tmp_path / "results")).returncode == 0
     assert fake.calls() == [expected]
+
+
+def test_host_folders_are_created_as_the_user_before_docker_runs(repo: Path, fake: Fake, tmp_path: Path) -> None:
+    """A missing bind-mount folder would be created by Docker, as root; `make up` and `make bench` make it first."""
+    home = tmp_path / "home"
+    hf = home / ".cache" / "huggingface"
+    proc = fake.make(repo, "up", HOME=str(home), GEMMA4_HF_CACHE="~/.cache/huggingface", FAKE_WATCH=str(hf))
+    assert proc.returncode == 0, proc.stderr
+    assert hf.is_dir() and hf.stat().st_uid == os.getuid()
+    assert f"created {hf} for GEMMA4_HF_CACHE" in proc.stdout
+    calls = fake.calls()
+    build = index(calls, "compose --profile smoke build")
+    assert calls[build + 1] == "watch: exists"  # made before anything Docker does for `make up`
+    first_container = index(calls, "compose run")  # the GPU probe, then prefetch
+    assert calls[first_container + 1] == "watch: exists"  # there before the first container could mount it
+    assert not (repo / "vllm-cache").exists()  # a volume name is Docker's business
+    results = tmp_path / "bench" / "l4"
+    assert fake.make(repo, "bench", GEMMA4_BENCH_RESULTS=str(results)).returncode == 0
+    assert results.is_dir()
 
 
 def test_images_builds_and_pushes_only_with_a_registry(repo: Path, fake: Fake) -> None:
