@@ -104,14 +104,18 @@ test-helm: tools ## Only the chart's tests: Helm 3+4 lint/render, kubernetes-val
 		tests/contract/test_helm_values.py tests/contract/test_helm_metrics.py tests/contract/test_helm_engines.py $(PYTEST_ARGS)
 
 # ---- Benchmark and quality (docs/benchmarks.md) ------------------------------------------------------
-.PHONY: bench bench-overhead
+.PHONY: bench bench-overhead bench-agreement
 BENCH_ARGS ?=
 
 bench: ## Benchmark the running deployment: the card's table into reports/bench (BENCH_ARGS="--requests 8")
+	@scripts/host-dirs.sh GEMMA4_BENCH_RESULTS
 	@$(COMPOSE) --profile bench run --rm --no-deps bench $(BENCH_ARGS)
 
-bench-overhead: tools ## How fast the bench client is vs `vllm bench serve`, on a zero-latency local server
+bench-overhead: tools ## Bench client vs `vllm bench serve` on a zero-latency server: interleaved rounds, batch 1/8/32
 	@$(RUN) $(PY) -m deploy bench --client-overhead $(BENCH_ARGS)
+
+bench-agreement: tools ## deploy bench vs `vllm bench serve` on a real vLLM CPU server (tiny model): within 5 %?
+	@$(RUN) $(PY) -m tests.fixtures.bench_agreement $(BENCH_ARGS)
 
 # ---- Smoke suite (issue 3) -------------------------------------------------------------------------
 .PHONY: smoke-url smoke-bench
@@ -123,8 +127,21 @@ smoke-url: tools ## Run the smoke suite from this checkout against any server: m
 smoke-bench: tools ## Print the smoke suite's wall time against a local CPU server and a stub (not asserted)
 	@$(RUN) $(PY) -m tests.fixtures.smoke_bench
 
+# ---- Opt-in features (docs/features.md) --------------------------------------------------------------
+.PHONY: test-features
+test-features: tools ## The real-vLLM feature tests with two more engine starts (tools,audio; reasoning without its workaround)
+	@$(RUN) GEMMA4_TEST_FEATURE_MATRIX=1 $(PY) -m pytest tests/e2e/test_features_real_vllm.py $(PYTEST_ARGS)
+
 # ---- Fit planner (issue 6) ----------------------------------------------------------------------
-.PHONY: profiles
+.PHONY: profiles gpu-check gpu-check-cpu
+GPU_CHECK_ARGS ?=
 profiles: tools ## Regenerate deploy/profiles/gpu-*.yaml and the README fit table from the fit planner
 	@$(RUN) $(PY) -m deploy.profile_gen
 	@$(RUN) $(PY) -m deploy.fit_table --write
+
+# No `tools` prerequisite: a GPU machine for this check may have no route to PyPI (docs/fit.md).
+gpu-check: ## On a GPU machine (offline, checkpoint cached): vLLM per profile, measured vs planned -> reports/gpu-check/
+	@scripts/gpu-check.sh $(GPU_CHECK_ARGS)
+
+gpu-check-cpu: tools ## Rehearse gpu-check here with the real vLLM engine on CPU and a fake GPU (about 2 minutes)
+	@$(RUN) $(PY) -m tests.fixtures.gpu_check_cpu

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from deploy.profiles import DEFAULT_REVISION, MODEL_ID
+from deploy.profiles import DEFAULT_REVISION, MODEL_ID, is_commit
 
 # What vLLM needs to serve a text+image checkpoint; READMEs, images, GGUF or original/ copies are skipped.
 ALLOW_PATTERNS: tuple[str, ...] = (
@@ -128,6 +128,23 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, help="Hugging Face hub cache (default: $HF_HOME/hub)")
 
 
+def snapshot_commit(snapshot: Path) -> str | None:
+    """The commit a Hugging Face cache snapshot holds (its folder name), or None outside the cache layout."""
+    if snapshot.parent.name == "snapshots" and is_commit(snapshot.name):
+        return snapshot.name
+    return None
+
+
+def unpinned_note(model: str, revision: str, commit: str | None) -> str | None:
+    """A warning when ``revision`` can move (a branch or tag), naming the commit to pin; None when pinned."""
+    if is_commit(revision) or commit is None:
+        return None
+    return (
+        f"note: {model}@{revision} is a branch or tag, so a later fetch may bring other bytes; it resolved to "
+        f"commit {commit}. Pin it: GEMMA4_REVISION={commit} (Helm: serving.revision)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Fetch; exit 0 with the snapshot path printed, 1 when it cannot be fetched or found."""
     model, revision = model_and_revision(args.model, args.revision)
@@ -138,5 +155,7 @@ def run(args: argparse.Namespace) -> int:
     except FetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if note := unpinned_note(model, revision, snapshot_commit(path)):
+        print(note, file=sys.stderr)
     print(path)
     return 0

@@ -17,7 +17,9 @@ from typing import Any
 
 import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+# The launcher makes vLLM listen on GEMMA4_LISTEN_PORT when it is set (the image's HEALTHCHECK runs with the
+# container's environment, so it follows), else on the profiles' 8000.
+DEFAULT_URL = f"http://127.0.0.1:{os.environ.get('GEMMA4_LISTEN_PORT', '').strip() or 8000}"
 DEFAULT_TIMEOUT_S = 10.0
 # Where a failing probe sends the reader: the server's own log says why it is down.
 LOGS_HINT = "check the server's logs (`make logs`, or `kubectl logs`)"

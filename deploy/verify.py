@@ -8,7 +8,9 @@ Checks, each failing with the file or module it concerns:
 4. ``quantization_config`` parses with compressed-tensors and is W8A16 as the bundle expects (int8 weights,
    symmetric, channel or group strategy, no activation quantization, ``pack-quantized``);
 5. the right modules are quantized: every decoder-layer Linear is, and nothing in the vision or audio tower,
-   the embeddings or ``lm_head`` is.
+   the embeddings or ``lm_head`` is;
+6. in a Hugging Face cache, the snapshot is the revision asked for: a commit names the snapshot folder, and a
+   branch or tag's ``refs/<name>`` file points at it (a moving revision is reported, with the commit to pin).
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from deploy.checkpoint import QUANTIZED_SUFFIXES, CheckpointError, TensorInfo, read_header, snapshot_files
-from deploy.fetch import FetchError, add_checkpoint_arguments, cached_snapshot, model_and_revision
+from deploy.fetch import (
+    FetchError,
+    add_checkpoint_arguments,
+    cached_snapshot,
+    model_and_revision,
+    snapshot_commit,
+    unpinned_note,
+)
+from deploy.profiles import is_commit
 
 REQUIRED_FILES: tuple[tuple[str, ...], ...] = (
     ("config.json",),
@@ -170,6 +180,34 @@ def check_modules(tensors: dict[str, TensorInfo]) -> dict[str, list[str]]:
     return {"quantized": quantized, "unquantized": unquantized}
 
 
+def check_revision(snapshot: Path, revision: str) -> str | None:
+    """The commit of ``snapshot`` after checking it is ``revision``; None for a folder outside the HF cache.
+
+    A commit must be the snapshot's folder name; a branch or tag must have ``refs/<revision>`` in the cache
+    pointing at that folder (what huggingface_hub and vLLM resolve it to offline).
+    """
+    commit = snapshot_commit(snapshot)
+    if commit is None:
+        return None
+    if is_commit(revision):
+        if commit != revision:
+            raise VerifyError(f"{snapshot}: holds commit {commit}, but the pinned revision is {revision}")
+        return commit
+    ref = snapshot.parent.parent / "refs" / revision
+    try:
+        target = ref.read_text().strip()
+    except OSError as exc:
+        raise VerifyError(
+            f"{ref}: missing ({exc.strerror or exc}), so {revision!r} does not resolve to a snapshot offline: "
+            "fetch again, or pin GEMMA4_REVISION to a commit"
+        ) from exc
+    if target != commit:
+        raise VerifyError(
+            f"{ref} points at {target}, but the snapshot verified is {commit}: the cache is inconsistent; fetch again"
+        )
+    return commit
+
+
 def verify(snapshot: Path, hash_files: bool = True) -> dict[str, Any]:
     """Run every check; return a summary; raise :class:`VerifyError` on the first failure."""
     check_files(snapshot)
@@ -207,15 +245,19 @@ def run(args: argparse.Namespace) -> int:
     model, revision = model_and_revision(args.model, args.revision)
     try:
         snapshot = cached_snapshot(model, revision, args.cache_dir)
+        commit = check_revision(snapshot, revision)
         summary = verify(snapshot, hash_files=not args.no_hash)
     except (FetchError, VerifyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    summary |= {"revision": revision, "commit": commit, "pinned": is_commit(revision)}
+    if note := unpinned_note(model, revision, commit):
+        print(note, file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
     scheme = summary["schemes"][0]
-    print(f"verified {model}@{revision} ({snapshot})")
+    print(f"verified {model}@{revision}{f' = commit {commit}' if commit else ''} ({snapshot})")
     print(
         f"  scheme: W{scheme['bits']}A16 {scheme['type']} {scheme['strategy']}"
         f"{'' if scheme['group_size'] is None else ' group ' + str(scheme['group_size'])}, {scheme['format']}"

@@ -81,6 +81,9 @@ wait_healthy() {
   done
 }
 
+# Cache folders on the host (GEMMA4_HF_CACHE=~/.cache/huggingface) are made as you, never as root by Docker.
+scripts/host-dirs.sh GEMMA4_HF_CACHE GEMMA4_VLLM_CACHE || die "cannot create the cache folders named above"
+
 step "1/4 checkpoint: download it into the cache once (with HF_HUB_OFFLINE=1: check that it is there)"
 "${compose[@]}" run --rm "${build[@]}" prefetch ||
   die "prefetch failed (its output is above). A gated or private model needs HF_TOKEN_FILE; offline

@@ -64,8 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     option("--wait", "wait_s", "seconds to wait for the server to become ready (default 120)", type=float)
     option("--timeout", "timeout_s", "seconds one request may take (default 60)", type=float)
     option("--stall-timeout", "stall_timeout_s", "seconds a stream may go silent (default 20)", type=float)
-    option("--max-model-len", "max_model_len", "context length the server must report (default 32768)", type=int)
+    option(
+        "--max-model-len",
+        "max_model_len",
+        "context length the server must serve (default: what /v1/models reports; 32768 where it reports none)",
+        type=int,
+    )
     option("--burst", "burst", "concurrent streams in the burst check (default 4)", type=int)
+    option(
+        "--features",
+        "features",
+        "opt-in features the server runs, e.g. tools,reasoning,audio; `none`; `auto` (default) asks the server",
+        metavar="LIST",
+    )
     parser.add_argument("--junitxml", metavar="FILE", help="write JUnit XML, one test case per check [SMOKE_JUNITXML]")
     parser.add_argument("--json", metavar="FILE", help="write a JSON report [SMOKE_JSON]")
     parser.add_argument("--markdown", metavar="FILE", help="write a Markdown summary [SMOKE_MARKDOWN]")

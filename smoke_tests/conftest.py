@@ -13,10 +13,27 @@ import pytest
 
 from smoke_tests.client import CheckError, Ready, SmokeClient
 from smoke_tests.engines import Engine, engine
-from smoke_tests.settings import Settings, resolve
+from smoke_tests.features import Features, discover
+from smoke_tests.settings import DEFAULT_CONTEXT, Settings, resolve
 
 # The order checks run and are reported in: readiness first, the costly burst last.
-ORDER = ("ready", "models", "chat", "stream", "vision", "answers", "errors", "auth", "metrics", "burst")
+ORDER = (
+    "ready",
+    "models",
+    "chat",
+    "stream",
+    "vision",
+    "protocol",
+    "structured",
+    "tools",
+    "reasoning",
+    "audio",
+    "answers",
+    "errors",
+    "auth",
+    "metrics",
+    "burst",
+)
 SETTINGS_PLUGIN = "smoke-settings"
 
 
@@ -68,6 +85,32 @@ def model(readiness: Ready | CheckError) -> str:
     if isinstance(readiness, CheckError):
         pytest.skip("the server never became ready (see ready.server_ready)")
     return readiness.model
+
+
+@pytest.fixture(scope="session")
+def features(client: SmokeClient, settings: Settings, model: str) -> Features:
+    """The opt-in features the server runs (--features, or asked of the server); see smoke_tests.features."""
+    return discover(client, settings, model)
+
+
+@pytest.fixture(scope="session")
+def context_length(client: SmokeClient, server: Engine, settings: Settings, model: str) -> int:
+    """The context length to hold the server to: --max-model-len, else what /v1/models reports, else 32768.
+
+    The deployment's own value wins over any default, so `--max-model-len 16384` in GEMMA4_EXTRA_ARGS (or a
+    smaller profile) needs no second setting for the suite.
+    """
+    if settings.max_model_len is not None:
+        return settings.max_model_len
+    if not server.models_max_model_len:
+        return DEFAULT_CONTEXT
+    body = client.json_ok("GET", "/v1/models")
+    entries = body.get("data") if isinstance(body, dict) else None
+    entry = next((d for d in entries or [] if isinstance(d, dict) and d.get("id") == model), {})
+    value = entry.get("max_model_len")
+    if not isinstance(value, int) or isinstance(value, bool) or value < 16:
+        pytest.skip(f"/v1/models reports no usable max_model_len for {model!r} (see models.max_model_len)")
+    return value
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import httpx
 from smoke_tests.checks import chat_body, image_content
 from smoke_tests.client import CheckError, SmokeClient, excerpt
 from smoke_tests.engines import Engine, error_shape_problem
-from smoke_tests.settings import Settings
 
 
 def _rejected(response: httpx.Response, statuses: tuple[int, int], server: Engine, what: str) -> None:
@@ -48,13 +47,14 @@ def test_unknown_model(client: SmokeClient, server: Engine, model: str) -> None:
     _still_serves(client, model, f"the {response.status_code} for an unknown model")
 
 
-def test_prompt_too_long(client: SmokeClient, server: Engine, settings: Settings, model: str) -> None:
-    """A prompt longer than max_model_len gets 400; the server still works."""
+def test_prompt_too_long(client: SmokeClient, server: Engine, model: str, context_length: int) -> None:
+    """A prompt longer than the served context gets 400; the server still works."""
     status = server.require("overflow_status")
-    # Digits tokenize at least one token each, so this is well over --max-model-len tokens.
-    prompt = " ".join(str(i) for i in range(settings.max_model_len + 64))
-    response = client.request("POST", "/v1/chat/completions", json=chat_body(model, prompt, max_tokens=1), close=True)
-    _rejected(response, (status, status), server, f"a prompt over {settings.max_model_len} tokens")
+    # Digits tokenize at least one token each, so this is well over the context length in tokens.
+    prompt = " ".join(str(i) for i in range(context_length + 64))
+    body = chat_body(model, prompt, max_tokens=1)
+    response = client.request("POST", "/v1/chat/completions", json=body, close=True)
+    _rejected(response, (status, status), server, f"a prompt over {context_length} tokens")
     _still_serves(client, model, f"the {response.status_code} for a too-long prompt")
 
 

@@ -30,13 +30,20 @@ def test_lists_served_model(client: SmokeClient, model: str, detail: Callable[[s
     detail(", ".join(ids))
 
 
-def test_max_model_len(client: SmokeClient, server: Engine, settings: Settings, model: str) -> None:
-    """The served context length (`max_model_len`) equals --max-model-len (32768 by default)."""
+def test_max_model_len(
+    client: SmokeClient, server: Engine, settings: Settings, model: str, detail: Callable[[str], None]
+) -> None:
+    """/v1/models reports the served context length (`max_model_len`), equal to --max-model-len when given."""
     server.require("models_max_model_len")
     entry = next((d for d in _entries(client) if d["id"] == model), None)
     if entry is None:
         raise CheckError(f"/v1/models does not list {model!r}")
     value = entry.get("max_model_len")
+    if settings.max_model_len is None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 16:
+            raise CheckError(f"/v1/models reports max_model_len {value!r} for {model!r}, not a context length")
+        detail(f"{value} (as served; --max-model-len requires a number)")
+        return
     if value != settings.max_model_len:
         raise CheckError(
             f"/v1/models says max_model_len {value!r} for {model!r}, expected {settings.max_model_len} "

@@ -10,7 +10,7 @@ import re
 import shlex
 from pathlib import Path
 
-from deploy.profiles import PROFILES_DIR, list_profiles, profile_path
+from deploy.profiles import PROFILES_DIR, list_profiles
 from tests.contract.vllm_contract import ArgCase
 
 # A fenced shell example in Markdown: `vllm serve ...` possibly continued with backslashes.
@@ -90,27 +90,29 @@ def launcher_cases() -> list[ArgCase]:
 
 
 def helm_cases(repo: Path) -> list[ArgCase]:
-    """GEMMA4_EXTRA_ARGS as the Helm chart renders it for each `ci/*-values.yaml`, after its profile.
+    """What the launcher execs in the vLLM pod of each `ci/*-values.yaml`, from the environment Helm renders.
 
-    Read from `helm template` output (not from the values), so the chart's shell quoting is under test
-    too; the launcher splits the variable like a POSIX shell. `auto` is checked against the default profile.
+    Read from `helm template` output (not from the values), so the chart's shell quoting and its port are under
+    test too: the launcher resolves the rendered GEMMA4_* variables exactly as in the pod (a forced profile with
+    no GPU information; `auto` on an NVIDIA L4) and writes the config vLLM gets.
     """
+    import tempfile
+
+    from deploy.gpu import GPU
+    from deploy.launch import resolve, write_config
     from tests.contract import helm_chart
 
+    out_dir = Path(tempfile.mkdtemp(prefix="gemma4-helm-cases-"))
+    l4 = GPU(0, "NVIDIA L4", 23034 * 1024**2, 22700 * 1024**2, (8, 9))
     cases = []
-    for values in helm_chart.ci_values():
-        rendered = helm_chart.template(values)
-        assert rendered.ok, f"{values}: {rendered.stderr}"
+    for values, rendered in helm_chart.render_every_ci().items():
         server = helm_chart.container(rendered.one("Deployment"))
         if server["name"] != "vllm":
             continue  # another engine: its engine.extraArgs are checked in test_engine_args.py
-        env = helm_chart.env_of(server)
-        extra = shlex.split(env["GEMMA4_EXTRA_ARGS"])
-        if not extra:
-            continue
-        profile = env["GEMMA4_PROFILE"]
-        config = profile_path("default" if profile == "auto" else profile)
-        cases.append(ArgCase(str(values.relative_to(repo)), ("--config", str(config), *extra)))
+        env = {k: v for k, v in helm_chart.env_of(server).items() if k.startswith("GEMMA4_") and isinstance(v, str)}
+        resolved = resolve(env, l4 if env["GEMMA4_PROFILE"] == "auto" else None)
+        path = write_config(resolved, out_dir / values.stem)
+        cases.append(ArgCase(str(values.relative_to(repo)), ("--config", str(path), *resolved.extra_args)))
     return cases
 
 

@@ -80,6 +80,24 @@ def template(
     return Rendered(True, docs, proc.stderr)
 
 
+@functools.cache
+def render_ci(path: Path) -> Rendered:
+    """`helm template` of one `ci/*-values.yaml`, rendered once per test session (many tests read the same)."""
+    return template(path)
+
+
+def render_every_ci() -> dict[Path, Rendered]:
+    """Every `ci/*-values.yaml`, rendered (in parallel: each is a helm process) and cached; fails on any error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = ci_values()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        rendered = dict(zip(paths, pool.map(render_ci, paths), strict=True))
+    for path, result in rendered.items():
+        assert result.ok, f"{path.name}: {result.stderr}"
+    return rendered
+
+
 def rendered_text(*values_files: Path, helm: str = "helm") -> str:
     """The raw `helm template` output, for searches that must see every byte (secrets)."""
     argv = [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE]

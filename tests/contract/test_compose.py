@@ -248,6 +248,29 @@ def test_ports_are_published_on_loopback_only(repo: Path, no_env: Path, services
     assert (moved["published"], moved["target"]) == ("9001", 8000)
 
 
+def test_exposing_the_api_exposes_neither_prometheus_nor_grafana(repo: Path, no_env: Path) -> None:
+    """GEMMA4_BIND_ADDRESS (documented for LAN access) moves the API ports only; monitoring binds on its own."""
+    api = {"vllm", "sglang", "llamacpp", "llamacpp-cpu"}
+    lan = render(repo, no_env, {"GEMMA4_BIND_ADDRESS": "0.0.0.0"})["services"]
+    for name, service in lan.items():
+        for port in service.get("ports", []):
+            assert port["host_ip"] == ("0.0.0.0" if name in api else "127.0.0.1"), (name, port)
+    own = render(repo, no_env, {"GEMMA4_GRAFANA_BIND_ADDRESS": "192.0.2.10"})["services"]
+    assert own["grafana"]["ports"][0]["host_ip"] == "192.0.2.10"
+    assert own["prometheus"]["ports"][0]["host_ip"] == own["vllm"]["ports"][0]["host_ip"] == "127.0.0.1"
+
+
+def test_the_smoke_suite_expects_the_context_length_the_server_runs_with(repo: Path, no_env: Path) -> None:
+    """`GEMMA4_EXTRA_ARGS="--max-model-len 16384" make up`: the suite in the smoke service must not insist on
+    another length (it reads the served one from /v1/models)."""
+    from smoke_tests.settings import resolve
+
+    rendered = render(repo, no_env, {"GEMMA4_EXTRA_ARGS": "--max-model-len 16384"})["services"]
+    assert rendered["vllm"]["environment"]["GEMMA4_EXTRA_ARGS"] == "--max-model-len 16384"
+    environ = {k: v for k, v in rendered["smoke"]["environment"].items() if v is not None}
+    assert resolve({}, environ).max_model_len in (None, 16384)
+
+
 def test_vllm_healthcheck_probes_and_waits_out_a_cold_start(services: dict[str, Any]) -> None:
     check = services["vllm"]["healthcheck"]
     assert check["test"][:5] == ["CMD", "python3", "-m", "deploy", "probe"]
@@ -303,6 +326,7 @@ def test_vllm_gets_a_profile_name_and_overrides_only(repo: Path, no_env: Path, s
     assert vllm["environment"]["GEMMA4_PROFILE"] == "auto"
     assert set(vllm["environment"]) == {
         "GEMMA4_PROFILE",
+        "GEMMA4_FEATURES",
         "GEMMA4_MODEL",
         "GEMMA4_REVISION",
         "GEMMA4_EXTRA_ARGS",
@@ -346,7 +370,14 @@ def test_smoke_runs_the_suite_against_vllm(services: dict[str, Any]) -> None:
     assert smoke["build"]["dockerfile"] == "docker/smoke/Dockerfile"
     assert smoke["environment"]["SMOKE_BASE_URL"] == "http://vllm:8000"
     assert smoke["environment"]["SMOKE_SERVER"] == "vllm"
-    assert "exec python -m smoke_tests" in smoke["entrypoint"][2]
+    # Started as root only to read the key file; the suite itself runs as the image's user.
+    assert smoke["user"] == "0:0"
+    assert (
+        "exec setpriv --reuid=10001 --regid=10001 --clear-groups --no-new-privs python -m smoke_tests"
+        in (smoke["entrypoint"][2])
+    )
+    # No context length of its own: the suite takes what /v1/models reports, whatever GEMMA4_EXTRA_ARGS set.
+    assert "SMOKE_MAX_MODEL_LEN" not in smoke["environment"]
 
 
 def test_bench_runs_the_benchmark_against_vllm_with_valid_options(
@@ -425,7 +456,11 @@ def test_secrets_reach_only_the_services_that_need_them(services: dict[str, Any]
     assert secrets("vllm") == {"vllm_api_key"}  # offline: it never needs the Hub token
     assert secrets("smoke") == {"vllm_api_key"}
     assert secrets("bench") == {"vllm_api_key"}
-    assert secrets("prometheus") == secrets("grafana") == set()
+    assert secrets("prometheus") == set()
+    assert secrets("grafana") == {"grafana_admin_password"}
+    assert (
+        services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    )
     for name in ENGINE_SERVICES:
         assert secrets(name) == ({"hf_token"} if name.endswith("-prefetch") else {"vllm_api_key"}), name
     assert services["prefetch"]["environment"]["HF_TOKEN_FILE"] == "/run/secrets/hf_token"
@@ -500,3 +535,14 @@ def test_extra_args_examples_are_collected_from_every_place_they_are_written(tmp
         ("docs/x.md:1", ("--max-model-len", "8192")),
         ("docs/x.md:2", ("--kv-cache-dtyp", "fp8")),
     }
+
+
+def test_features_reach_the_launcher_and_the_smoke_suite_as_one_list(
+    repo: Path, no_env: Path, services: dict[str, Any]
+) -> None:
+    """GEMMA4_FEATURES names the opt-in features once: the launcher merges them, the suite checks the same list."""
+    assert services["vllm"]["environment"]["GEMMA4_FEATURES"] == ""
+    assert services["smoke"]["environment"]["SMOKE_FEATURES"] == "none"
+    chosen = render(repo, no_env, {"GEMMA4_FEATURES": "tools,reasoning"})["services"]
+    assert chosen["vllm"]["environment"]["GEMMA4_FEATURES"] == "tools,reasoning"
+    assert chosen["smoke"]["environment"]["SMOKE_FEATURES"] == "tools,reasoning"

@@ -6,6 +6,7 @@ No image is built here (no Docker engine); docs/workstation.md says what only a 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -194,8 +195,8 @@ def test_baked_target_carries_the_checkpoint_offline(vllm_dockerfile: tuple[list
     baked = vllm_dockerfile[1][1]
     env = baked.pairs("ENV")
     assert env["HF_HUB_OFFLINE"] == "1"
-    # Not under the runtime cache path, where a mounted volume would hide it.
-    assert not env["HF_HOME"].startswith("/root/.cache/huggingface")
+    # Not under a cache path compose or the chart mount a volume on, where the volume would hide it.
+    assert not env["HF_HUB_CACHE"].startswith(("/root/.cache/", "/cache/", "/tmp/"))
     [run] = baked.values("RUN")
     assert "--mount=type=secret,id=hf_token" in run  # a build secret: never a layer, never the history
     assert "python3 -m deploy fetch" in run and "python3 -m deploy verify" in run
@@ -214,3 +215,37 @@ def test_dockerignore_keeps_secrets_and_history_out_of_the_context(repo: Path) -
     # What the images COPY must stay in the context.
     for needed in ("deploy", "smoke_tests", "pyproject.toml", "README.md"):
         assert not [p for p in patterns if p in {needed, needed + "/", "*"}], needed
+
+
+def hub_cache(vllm_python: str, environ: dict[str, str]) -> str:
+    """Where huggingface_hub (the vLLM venv's, as in the image) reads and writes the hub under ``environ``."""
+    code = "from huggingface_hub import constants; print(constants.HF_HUB_CACHE)"
+    env = {"PATH": os.environ["PATH"], "HOME": "/root", **environ}
+    return subprocess.run([vllm_python, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.strip()
+
+
+def test_every_deployment_of_the_baked_image_finds_its_snapshot(
+    repo: Path, vllm_python: str, vllm_dockerfile: tuple[list[str], list[Stage]]
+) -> None:
+    """The chart and compose set HF_HOME to their own volumes; with the baked image, huggingface_hub (and so vLLM
+    and `deploy verify`) must still look where the build put the snapshot."""
+    from tests.contract.helm_chart import CHART, container, env_of, template
+
+    runtime, baked = vllm_dockerfile[1]
+    image_env = {**runtime.pairs("ENV"), **baked.pairs("ENV")}
+    [run] = baked.values("RUN")
+    exported = dict(re.findall(r"export (HF_HOME|HF_HUB_CACHE)=(\S+?);", run))
+    written = hub_cache(vllm_python, {**image_env, **exported})
+    assert written.startswith("/opt/gemma4-serve/")
+
+    deployments: dict[str, dict[str, str]] = {}
+    for values in ("default", "offline"):
+        deployment = template(CHART / "ci" / f"{values}-values.yaml").one("Deployment")
+        for ctr in (container(deployment), container(deployment, "fetch", init=True)):
+            deployments[f"helm {values} {ctr['name']}"] = {k: v for k, v in env_of(ctr).items() if isinstance(v, str)}
+    compose = yaml.safe_load((repo / "compose.yaml").read_text())["services"]
+    for name in ("prefetch", "vllm"):
+        listed = compose[name].get("environment", [])
+        deployments[f"compose {name}"] = dict(e.split("=", 1) for e in listed if "=" in e and "${" not in e)
+    for where, environ in deployments.items():
+        assert hub_cache(vllm_python, {**image_env, **environ}) == written, where

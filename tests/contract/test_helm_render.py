@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from deploy.__main__ import build_parser
+from deploy.profiles import load_profile
 from tests.conftest import require_tool
 from tests.contract.arg_sources import helm_cases
 from tests.contract.helm_chart import (
@@ -101,7 +102,9 @@ def test_extra_args_with_shell_metacharacters_round_trip(tmp_path: Path) -> None
 
 def test_the_vllm_contract_collects_the_charts_extra_args(repo: Path) -> None:
     [case] = [c for c in helm_cases(repo) if c.source.endswith("extra-args-values.yaml")]
-    assert case.argv[0] == "--config" and case.argv[1].endswith("deploy/profiles/gpu-16gb.yaml")
+    assert case.argv[0] == "--config"
+    resolved = yaml.safe_load(Path(case.argv[1]).read_text())  # the launcher's config: the forced profile
+    assert resolved.items() >= {k: v for k, v in load_profile("gpu-16gb").items() if k != "port"}.items()
     assert "--limit-mm-per-prompt" in case.argv and '{"image": 2, "audio": 0}' in case.argv
 
 
@@ -124,20 +127,21 @@ def test_no_rendered_manifest_spells_a_serving_argument(path: Path, flags: set[s
 # ---- start-up, rollout, shutdown ----------------------------------------------------------------------
 
 
-def test_probes_survive_a_cold_start_and_readiness_needs_an_answer(default: Rendered) -> None:
+def test_probes_survive_a_cold_start_and_startup_needs_an_answer(default: Rendered) -> None:
     deployment = default.one("Deployment")
     vllm = container(deployment)
     startup, liveness, readiness = vllm["startupProbe"], vllm["livenessProbe"], vllm["readinessProbe"]
-    assert startup["httpGet"] == {"path": "/health", "port": "http"}
     assert liveness["httpGet"] == {"path": "/health", "port": "http"}
+    assert readiness["httpGet"] == {"path": "/health", "port": "http"}
     budget = startup["periodSeconds"] * startup["failureThreshold"]
     assert budget >= 30 * 60  # load + compile + CUDA graphs on a slow node
     assert deployment["spec"]["progressDeadlineSeconds"] > budget
-    command = readiness["exec"]["command"]
+    assert env_of(vllm)["VLLM_ENGINE_READY_TIMEOUT_S"] == str(budget)
+    command = startup["exec"]["command"]
     assert command[:4] == ["python3", "-m", "deploy", "probe"] and "--ready" in command
     # The probe's own deadline ends before the kubelet's, so it reports why instead of being killed.
     args = build_parser().parse_args(command[3:])
-    assert args.ready and args.timeout < readiness["timeoutSeconds"]
+    assert args.ready and args.timeout < startup["timeoutSeconds"]
     assert args.url == "http://127.0.0.1:8000"
 
 
@@ -262,12 +266,13 @@ def test_secrets_reach_containers_only_as_files(name: str) -> None:
         for var in ctr.get("env", []):
             assert "valueFrom" not in var, (ctr["name"], var)  # no secretKeyRef into the environment
             assert var["name"] not in {"HF_TOKEN", "VLLM_API_KEY", "SMOKE_API_KEY"}, ctr["name"]
-    env = env_of(container(rendered.one("Deployment")))
-    assert env["VLLM_API_KEY_FILE"] == "/run/secrets/gemma4/api-key"
-    assert env["HF_TOKEN_FILE"] == "/run/secrets/gemma4/hf-token"
-    [secrets] = [v for v in pod_spec(rendered)["volumes"] if v["name"] == "secrets"]
-    paths = {item["path"] for src in secrets["projected"]["sources"] for item in src["secret"]["items"]}
-    assert paths == {"api-key", "hf-token"}
+    deployment = rendered.one("Deployment")
+    assert env_of(container(deployment))["VLLM_API_KEY_FILE"] == "/run/secrets/gemma4/api-key"
+    assert env_of(container(deployment, "fetch", init=True))["HF_TOKEN_FILE"] == "/run/secrets/gemma4/hf-token"
+    volumes = {v["name"]: v for v in pod_spec(rendered)["volumes"]}
+    for name, files in (("fetch-secrets", {"hf-token"}), ("server-secrets", {"api-key"})):
+        paths = {item["path"] for src in volumes[name]["projected"]["sources"] for item in src["secret"]["items"]}
+        assert paths == files, name
     for doc in rendered.docs:
         assert doc["kind"] != "ConfigMap" or "key" not in json.dumps(doc.get("data", {})).lower()
 
@@ -275,30 +280,32 @@ def test_secrets_reach_containers_only_as_files(name: str) -> None:
 def test_existing_secrets_are_referenced_by_name_and_key() -> None:
     rendered = render("api-key")
     assert "Secret" not in rendered.kinds()
-    [secrets] = [v for v in pod_spec(rendered)["volumes"] if v["name"] == "secrets"]
-    refs = {(s["secret"]["name"], s["secret"]["items"][0]["key"]) for s in secrets["projected"]["sources"]}
+    volumes = [v for v in pod_spec(rendered)["volumes"] if v["name"].endswith("-secrets")]
+    refs = {(s["secret"]["name"], s["secret"]["items"][0]["key"]) for v in volumes for s in v["projected"]["sources"]}
     assert refs == {("gemma4-api-key", "key"), ("hf-token", "token")}
 
 
 def test_no_secret_volume_without_secrets(default: Rendered) -> None:
-    assert "secrets" not in {v["name"] for v in pod_spec(default)["volumes"]}
+    assert not {v["name"] for v in pod_spec(default)["volumes"]} & {"fetch-secrets", "server-secrets"}
     assert "VLLM_API_KEY_FILE" not in env_of(container(default.one("Deployment")))
 
 
 # ---- network ------------------------------------------------------------------------------------------
 
 
-def test_network_policy_admits_the_namespace_and_closes_egress_offline(default: Rendered) -> None:
+def test_network_policy_opens_only_the_api_port_and_closes_egress_offline(default: Rendered) -> None:
     [policy] = [d for d in default.docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == FULLNAME]
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    assert policy["spec"]["ingress"][0]["from"] == [{"podSelector": {}}]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]  # from anywhere
     offline = render("offline")
     policy = offline.one("NetworkPolicy", FULLNAME)
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"] and "egress" not in policy["spec"]
     monitoring = render("monitoring").one("NetworkPolicy", FULLNAME)
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in monitoring["spec"][
-        "ingress"
-    ][0]["from"]
+    assert monitoring["spec"]["ingress"][0]["from"] == [
+        {"podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+        {"ipBlock": {"cidr": "10.0.0.0/8"}},
+    ]
 
 
 def test_ingress_and_httproute_point_at_the_service() -> None:

@@ -33,6 +33,12 @@ SCHEMA_VIOLATIONS: dict[str, tuple[dict, tuple[str, ...]]] = {
     "unknown variant": ({"engine": {"name": "llamacpp", "variant": "q3_k"}}, ("variant",)),
     "engine image on latest": ({"engine": {"images": {"sglang": {"tag": "latest"}}}}, ("tag",)),
     "engine extraArgs as one string": ({"engine": {"extraArgs": "--parallel 2"}}, ("extraArgs", "array")),
+    # The chart routes /v1 and /health only; a catch-all path would publish vLLM's unkeyed routes.
+    "ingress paths": (
+        {"ingress": {"hosts": [{"host": "a.example", "paths": [{"path": "/", "pathType": "Prefix"}]}]}},
+        ("paths",),
+    ),
+    "secret in fetch.extraEnv": ({"fetch": {"extraEnv": [{"name": "HF_TOKEN", "value": "x"}]}}, ("extraEnv",)),
 }
 LLAMACPP = {"engine": {"name": "llamacpp"}}
 
@@ -62,13 +68,16 @@ COMBINATIONS: dict[str, tuple[dict, str]] = {
         "serving.offline=true with cache.type=emptyDir",
     ),
     "public ingress without an API key": (
-        {
-            "ingress": {
-                "enabled": True,
-                "hosts": [{"host": "a.example", "paths": [{"path": "/", "pathType": "Prefix"}]}],
-            }
-        },
+        {"ingress": {"enabled": True, "hosts": [{"host": "a.example"}]}},
         "ingress.enabled=true without an API key",
+    ),
+    "vLLM giving up before the startup probe": (
+        {"serving": {"engineReadyTimeoutSeconds": 600}},
+        "serving.engineReadyTimeoutSeconds=600 is below the startup budget of 1800 s",
+    ),
+    "namespaces listed while every source is admitted": (
+        {"networkPolicy": {"allowedNamespaces": ["monitoring"]}},
+        "narrow the NetworkPolicy only with networkPolicy.allowExternal=false",
     ),
     "httproute without an API key": (
         {"httpRoute": {"enabled": True, "parentRefs": [{"name": "gw"}]}},
@@ -165,6 +174,8 @@ def test_the_fixes_the_messages_suggest_render(tmp_path: Path) -> None:
         {"serving": {"offline": True}, "cache": {"type": "existingClaim", "existingClaim": "models"}},
         {"ingress": {"enabled": True, "allowUnauthenticated": True}},
         {"ingress": {"enabled": True}, "secrets": {"apiKey": {"secretName": "k"}}},
+        {"serving": {"engineReadyTimeoutSeconds": 3600}},
+        {"networkPolicy": {"allowExternal": False, "allowedNamespaces": ["monitoring"]}},
         {"fullnameOverride": "gemma4"},
         {"engine": {"name": "llamacpp", "device": "cpu"}},
         {"engine": {"name": "llamacpp", "extraArgs": ["--parallel", "2"]}, "service": {"port": 9000}},

@@ -5,7 +5,7 @@ imports nothing from this project. Input on stdin: a JSON list of cases
 ``{"source": "where the arguments came from", "argv": ["--config", "x.yaml", ...]}`` where ``argv``
 is exactly what follows ``vllm serve``. Output on stdout: a JSON list of
 ``{"source", "ok", "error", "parsed", "expanded"}`` in the same order. ``--list-options`` prints the
-parser's option strings instead.
+parser's option strings instead; ``--serve`` answers such requests line by line until stdin closes.
 
 A case is rejected when vLLM's parser rejects it, when ``validate_parsed_serve_args`` does, or when an
 option is only an abbreviation of a real one: argparse would accept ``--kv-cache-dtyp`` as a prefix of
@@ -113,14 +113,27 @@ def main() -> int:
     if sys.argv[1:] == ["--list-options"]:
         json.dump(sorted(options), sys.stdout)
         return 0
-    cases = json.load(sys.stdin)
+    if sys.argv[1:] == ["--serve"]:
+        # One request a line ({"cases": [...]} or {"options": true}), one JSON answer a line: the test session
+        # builds the parser (seconds of imports) once instead of once per test module.
+        for line in sys.stdin:
+            request = json.loads(line)
+            answer = sorted(options) if request.get("options") else verdicts(top, options, request["cases"])
+            sys.stdout.write(json.dumps(answer) + "\n")
+            sys.stdout.flush()
+        return 0
+    json.dump(verdicts(top, options, json.load(sys.stdin)), sys.stdout)
+    return 0
+
+
+def verdicts(top: argparse.ArgumentParser, options: set[str], cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each case's verdict, tagged with its source; anything the parser prints goes to stderr."""
     results = []
     for case in cases:
         with contextlib.redirect_stdout(sys.stderr):
             verdict = check_case(top, options, list(case["argv"]))
         results.append({"source": case.get("source", "?"), **verdict})
-    json.dump(results, sys.stdout)
-    return 0
+    return results
 
 
 if __name__ == "__main__":

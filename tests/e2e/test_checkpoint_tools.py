@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from deploy.checkpoint import read_header, snapshot_tensors, weights_by_component
 from deploy.model import GemmaModel
@@ -228,6 +230,28 @@ def test_fetch_downloads_only_what_vllm_needs_then_verify_passes(
     assert len(requests) == before
 
 
+def test_fetch_and_verify_name_the_commit_a_branch_resolved_to(
+    fake_hub: tuple[str, list, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """`main` moves: fetch and verify say which commit it was and how to pin it; a pinned commit is checked."""
+    url, _, _ = fake_hub
+    cache = tmp_path / "cache"
+    proc = deploy("fetch", "--model", "org/tiny-w8a16", "--cache-dir", str(cache), HF_ENDPOINT=url)
+    assert proc.returncode == 0, proc.stderr
+    assert f"resolved to commit {COMMIT}. Pin it: GEMMA4_REVISION={COMMIT}" in proc.stderr
+    args = ("verify", "--model", "org/tiny-w8a16", "--cache-dir", str(cache), "--no-hash", "--json")
+    branch = deploy_in_process(monkeypatch, capsys, *args, HF_HUB_OFFLINE="1")
+    assert branch.returncode == 0, branch.stderr
+    assert json.loads(branch.stdout).items() >= {"revision": "main", "commit": COMMIT, "pinned": False}.items()
+    assert f"GEMMA4_REVISION={COMMIT}" in branch.stderr
+    pinned = deploy_in_process(monkeypatch, capsys, *args, "--revision", COMMIT, HF_HUB_OFFLINE="1")
+    assert pinned.returncode == 0 and json.loads(pinned.stdout)["pinned"] is True
+    assert "Pin it" not in pinned.stderr
+    other = "d" * 40
+    missing = deploy_in_process(monkeypatch, capsys, *args, "--revision", other, HF_HUB_OFFLINE="1")
+    assert missing.returncode == 1 and f"org/tiny-w8a16@{other} is not in the Hugging Face cache" in missing.stderr
+
+
 def test_fetch_retries_a_dropped_download_and_reruns_fetch_only_what_is_missing(
     tiny_w8a16_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -259,3 +283,41 @@ def test_fit_reads_weights_from_hub_headers_without_downloading(fake_hub: tuple[
     assert json.loads(proc.stdout)["weights_by_component"] == weights_by_component(snapshot_tensors(repo))
     full_gets = [r for method, path, r in requests if method == "GET" and path.endswith(".safetensors") and not r]
     assert not full_gets  # headers only, by range requests
+
+
+def test_the_charts_download_step_honours_its_extra_env(fake_hub: tuple[str, list, Path], tmp_path: Path) -> None:
+    """The vLLM pod's init container as Helm renders it, run for real: `fetch.extraEnv` points HF_ENDPOINT at a
+    mirror (here the stub Hub), and the step downloads from it and verifies, with no other change."""
+    from tests.contract.helm_chart import container, env_of, template
+
+    url, requests, _ = fake_hub
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {"serving": {"model": "org/tiny-w8a16"}, "fetch": {"extraEnv": [{"name": "HF_ENDPOINT", "value": url}]}}
+        )
+    )
+    rendered = template(values)
+    assert rendered.ok, rendered.stderr
+    init = container(rendered.one("Deployment"), "fetch", init=True)
+    root = tmp_path / "pod"
+
+    def moved(value: str) -> str:  # the pod's volumes (/cache, /tmp), under root
+        return re.sub(r"^/(cache|tmp)(?=/|$)", lambda m: str(root / m.group(1)), value)
+
+    environ = {k: moved(v) for k, v in env_of(init).items() if isinstance(v, str)}
+    assert environ["HF_ENDPOINT"] == url and environ["HF_HUB_OFFLINE"] == "0"
+    (root / "tmp").mkdir(parents=True)
+    script = init["args"][0].replace("python3", sys.executable)
+    proc = subprocess.run(
+        [*init["command"], script],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**environ, "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "verified org/tiny-w8a16@main" in proc.stdout
+    assert any(method == "GET" and "/resolve/" in path for method, path, _ in requests)
+    assert (root / "cache/huggingface/hub/models--org--tiny-w8a16/snapshots" / COMMIT).is_dir()

@@ -18,6 +18,10 @@ import pytest
 # Behaviour is chosen through FAKE_* variables; each call is appended to $FAKE_LOG as one line.
 FAKE_DOCKER = r"""#!/usr/bin/env bash
 printf '%s\n' "$*" >> "$FAKE_LOG"
+# FAKE_WATCH: a folder whose existence each call records (did the script create it before Docker ran?).
+if [[ -n "${FAKE_WATCH:-}" ]]; then
+  if [[ -d "$FAKE_WATCH" ]]; then echo "watch: exists"; else echo "watch: missing"; fi >> "$FAKE_LOG"
+fi
 case "$*" in
   "compose version") [[ -z "${FAKE_NO_COMPOSE:-}" ]] && echo "Docker Compose version v2.40.0" || exit 1 ;;
   "compose run --rm"*prefetch) exit "${FAKE_PREFETCH_RC:-0}" ;;
@@ -200,9 +204,26 @@ def test_down_keeps_the_cache_volumes(repo: Path, fake: Fake) -> None:
         ("bench", "compose --profile bench run --rm --no-deps bench"),
     ],
 )
-def test_inspection_targets(repo: Path, fake: Fake, target: str, expected: str) -> None:
-    assert fake.make(repo, target).returncode == 0
+def test_inspection_targets(repo: Path, fake: Fake, target: str, expected: str, tmp_path: Path) -> None:
+    assert fake.make(repo, target, GEMMA4_BENCH_RESULTS=str(tmp_path / "results")).returncode == 0
     assert fake.calls() == [expected]
+
+
+def test_host_folders_are_created_as_the_user_before_docker_runs(repo: Path, fake: Fake, tmp_path: Path) -> None:
+    """A missing bind-mount folder would be created by Docker, as root; `make up` and `make bench` make it first."""
+    home = tmp_path / "home"
+    hf = home / ".cache" / "huggingface"
+    proc = fake.make(repo, "up", HOME=str(home), GEMMA4_HF_CACHE="~/.cache/huggingface", FAKE_WATCH=str(hf))
+    assert proc.returncode == 0, proc.stderr
+    assert hf.is_dir() and hf.stat().st_uid == os.getuid()
+    assert f"created {hf} for GEMMA4_HF_CACHE" in proc.stdout
+    calls = fake.calls()
+    prefetch = index(calls, "compose run --rm --build prefetch")
+    assert calls[prefetch + 1] == "watch: exists"  # there before the first container could mount it
+    assert not (repo / "vllm-cache").exists()  # a volume name is Docker's business
+    results = tmp_path / "bench" / "l4"
+    assert fake.make(repo, "bench", GEMMA4_BENCH_RESULTS=str(results)).returncode == 0
+    assert results.is_dir()
 
 
 def test_images_builds_and_pushes_only_with_a_registry(repo: Path, fake: Fake) -> None:

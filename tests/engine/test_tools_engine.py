@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.fixtures.vllm_plugin import TEST_API_KEY
-from tests.fixtures.vllm_server import SERVED_MODEL_NAME, Checkpoints, LauncherServer
+from tests.fixtures.vllm_server import SERVED_MODEL_NAME, LauncherServer
 
 # A test's first use of a server includes its start (up to 240 s on a busy machine).
 pytestmark = [pytest.mark.engine, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -52,44 +52,31 @@ def test_probe_healthy_and_ready_with_the_key(vllm_main: LauncherServer) -> None
 
 
 def test_deploy_bench_and_vllm_bench_serve_side_by_side(
-    vllm_main: LauncherServer, vllm_checkpoints: Checkpoints, vllm_python: str, tmp_path: Path
+    vllm_main: LauncherServer, vllm_python: str, tmp_path: Path
 ) -> None:
-    """Both clients run against the same server and report every request; their numbers are printed, not compared
-    (on 2 shared cores the server, the engine and the client compete for the same CPUs)."""
+    """``deploy bench --compare-vllm``: both clients send the same prompts to the same server and report every
+    request with the server's token counts; their timings are printed, not compared (on 2 shared cores the
+    server, the engine and the client compete for the same CPUs: docs/benchmarks.md, batch 4)."""
     requests, output = 4, 8
     ours = deploy(
         "bench", "--base-url", vllm_main.url, "--api-key", TEST_API_KEY, "--concurrency", "1",
         "--context", "1024", "--prompt-tokens", "64", "--max-tokens", str(output), "--requests", str(requests),
         "--warmup", "1", "--no-progress", "--engine", "vLLM 0.21.0 CPU", "--format", "W4A16",
-        "--json", str(tmp_path / "ours.json"),
-        timeout=240,
+        "--compare-vllm", "--vllm-python", vllm_python, "--json", str(tmp_path / "ours.json"),
+        timeout=400,
     )  # fmt: skip
     assert ours.returncode == 0, ours.stdout + ours.stderr
     [run] = json.loads((tmp_path / "ours.json").read_text())["runs"]
     assert (run["metrics"]["completed"], run["metrics"]["failed"]) == (requests, 0)
     assert {s["output_tokens"] for s in run["samples"]} == {output}
-    theirs = subprocess.run(
-        [
-            str(Path(vllm_python).parent / "vllm"), "bench", "serve", "--backend", "openai-chat",
-            "--endpoint", "/v1/chat/completions", "--base-url", vllm_main.url, "--model", SERVED_MODEL_NAME,
-            "--tokenizer", str(vllm_checkpoints.w4a16), "--dataset-name", "random", "--random-input-len", "64",
-            "--random-output-len", str(output), "--num-prompts", str(requests), "--max-concurrency", "1",
-            "--ignore-eos", "--disable-tqdm", "--save-result", "--result-dir", str(tmp_path),
-            "--result-filename", "vllm.json",
-        ],
-        capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
-        env={**os.environ, "OPENAI_API_KEY": TEST_API_KEY, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
-    assert theirs.returncode == 0, theirs.stdout[-3000:] + theirs.stderr[-3000:]
-    result = json.loads((tmp_path / "vllm.json").read_text())
-    assert (result["completed"], result["total_output_tokens"]) == (requests, requests * output)
-    print(
-        f"\nbatch 1, {requests} requests of 64+{output} tokens on {vllm_main.url}:\n"
-        f"  deploy bench:     TTFT p50 {run['metrics']['ttft_ms']['p50']:.1f} ms, "
-        f"{run['metrics']['output_throughput']:.1f} output tok/s\n"
-        f"  vllm bench serve: TTFT p50 {result['median_ttft_ms']:.1f} ms, "
-        f"{result['output_throughput']:.1f} output tok/s"
-    )
+    assert run["prompt_tokens_method"] == "/tokenize" and {s["prompt_tokens"] for s in run["samples"]} == {64}
+    theirs = run["compare_vllm"]["metrics"]
+    assert run["compare_vllm"]["error"] is None, run["compare_vllm"]
+    assert (theirs["completed"], theirs["failed"]) == (requests, 0)
+    # the same prompts, counted by the same server
+    assert theirs["total_input_tokens"] == run["metrics"]["total_input_tokens"] == requests * 64
+    assert theirs["total_output_tokens"] == run["metrics"]["total_output_tokens"] == requests * output
+    print("\n" + ours.stdout)
 
 
 @pytest.mark.kills_server
@@ -116,7 +103,10 @@ def test_probe_after_the_engine_is_sigkilled(vllm_bf16_fp8kv: LauncherServer) ->
     assert failed.returncode == 1 and failed.stderr.startswith("not healthy: "), failed.stderr
     # A 503 is possible for a moment before the API server is gone; then nothing answers.
     assert "503" in failed.stderr or "cannot connect" in failed.stderr, failed.stderr
-    assert server.process.wait(timeout=60) != 0, "the API server exited 0 after its engine died"
+    # The API server exits; its code was seen to be 0 (twice, on a loaded machine) as well as non-zero, so
+    # the code is not asserted: compose (`restart: unless-stopped`) and Kubernetes (`restartPolicy: Always`)
+    # restart the container either way, and the probe above already failed.
+    server.process.wait(timeout=60)
     deadline = time.monotonic() + 30
     while server.group_pids() and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -112,6 +112,27 @@ Startup budget in seconds: how long the startup probe lets vLLM load, compile an
 {{- end -}}
 
 {{/*
+VLLM_ENGINE_READY_TIMEOUT_S: serving.engineReadyTimeoutSeconds, or the startup budget when it is 0, so that
+vLLM never gives up on a slow load while the startup probe would still wait.
+*/}}
+{{- define "gemma4-serve.engineReadyTimeoutSeconds" -}}
+{{- default (include "gemma4-serve.startupBudgetSeconds" .) .Values.serving.engineReadyTimeoutSeconds -}}
+{{- end -}}
+
+{{/*
+The paths an Ingress or HTTPRoute carries, as a JSON list of {path, prefix}: /v1 (vLLM 0.21.0 checks the API
+key on every path that starts with /v1, and on nothing else), /health, and /metrics only when asked.
+Call with (dict "exposeMetrics" .Values.ingress.exposeMetrics).
+*/}}
+{{- define "gemma4-serve.publicRoutes" -}}
+{{- $routes := list (dict "path" "/v1" "prefix" true) (dict "path" "/health" "prefix" false) -}}
+{{- if .exposeMetrics -}}
+{{- $routes = append $routes (dict "path" "/metrics" "prefix" false) -}}
+{{- end -}}
+{{- $routes | toJson -}}
+{{- end -}}
+
+{{/*
 A list of words as one shell-quoted string, for GEMMA4_EXTRA_ARGS and the fetch step's --extra-args (both
 are split like a POSIX shell): plain words stay as they are, anything else is single-quoted, so JSON values
 survive intact. Call with the list, e.g. (include "gemma4-serve.shellJoin" .Values.serving.extraArgs).
@@ -214,6 +235,13 @@ Every combination of values that cannot work, reported together in one failure (
 {{- if lt (int .Values.terminationGracePeriodSeconds) (int $drain) -}}
 {{- $errors = append $errors (printf "terminationGracePeriodSeconds=%d leaves no time to drain: it must be at least drain.delaySeconds + drain.timeoutSeconds + 15 = %d." (int .Values.terminationGracePeriodSeconds) (int $drain)) -}}
 {{- end -}}
+{{- $ready := int .Values.serving.engineReadyTimeoutSeconds -}}
+{{- if and (gt $ready 0) (lt $ready $budget) -}}
+{{- $errors = append $errors (printf "serving.engineReadyTimeoutSeconds=%d is below the startup budget of %d s: vLLM would give up on a slow load that the startup probe still allows, and the pod would restart in a loop. Leave it at 0 (the budget) or raise it." $ready $budget) -}}
+{{- end -}}
+{{- if and .Values.networkPolicy.allowExternal (or .Values.networkPolicy.allowedNamespaces .Values.networkPolicy.extraFrom) -}}
+{{- $errors = append $errors "networkPolicy.allowedNamespaces and extraFrom narrow the NetworkPolicy only with networkPolicy.allowExternal=false; while it is true every source is admitted. Set allowExternal=false, or drop the lists." -}}
+{{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- $errors = append $errors "autoscaling.minReplicas is larger than autoscaling.maxReplicas." -}}
 {{- end -}}
@@ -225,7 +253,8 @@ Every combination of values that cannot work, reported together in one failure (
 
 {{/*
 Environment shared by the fetch init container and the server (vLLM or another engine): caches on the
-cache volume, the model pin, and secrets as file paths (the values themselves stay in the mounted Secret).
+cache volume (every library that writes one is pointed there or at /tmp: the root filesystem is read-only)
+and the model pin. Secrets are added per container, as file paths, where the container needs them.
 */}}
 {{- define "gemma4-serve.commonEnv" -}}
 - name: HOME
@@ -240,6 +269,9 @@ cache volume, the model pin, and secrets as file paths (the values themselves st
   value: /cache/xdg
 - name: TORCHINDUCTOR_CACHE_DIR
   value: /cache/inductor
+# FlashInfer's JIT kernels (vLLM's sampler, SGLang's attention); its default is under $HOME.
+- name: FLASHINFER_WORKSPACE_BASE
+  value: /cache/flashinfer
 # The pods run as a UID with no passwd entry; getpass.getuser() (used by torch for cache paths) reads USER.
 - name: USER
   value: gemma4
@@ -255,24 +287,60 @@ cache volume, the model pin, and secrets as file paths (the values themselves st
 - name: GEMMA4_REVISION
   value: {{ . | quote }}
 {{- end }}
-{{- if include "gemma4-serve.secretRef" (dict "secret" .Values.secrets.hfToken "context" .) | fromJson }}
+{{- end -}}
+
+{{/*
+Environment of a fetch init container: the common environment, the offline switch, the HF token file when
+`hfToken` (a files map) holds one, then fetch.extraEnv (proxies, a Hub mirror, a CA bundle) last, so it wins.
+Call with (dict "context" $ "hfToken" $fetchFiles).
+*/}}
+{{- define "gemma4-serve.fetchEnv" -}}
+{{- include "gemma4-serve.commonEnv" .context }}
+- name: HF_HUB_OFFLINE
+  value: {{ ternary "1" "0" .context.Values.serving.offline | quote }}
+{{- if hasKey .hfToken "hf-token" }}
 - name: HF_TOKEN_FILE
   value: /run/secrets/gemma4/hf-token
+{{- end }}
+{{- with .context.Values.fetch.extraEnv }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 
 {{/*
-Mounts shared by the fetch init container and the server.
+Mounts shared by the fetch init container and the server; `secrets` names the container's own secret
+volume (fetch-secrets or server-secrets), or is empty when it gets none.
+Call with (dict "secrets" $volumeName).
 */}}
 {{- define "gemma4-serve.volumeMounts" -}}
 - name: cache
   mountPath: /cache
 - name: tmp
   mountPath: /tmp
-{{- if or (include "gemma4-serve.secretRef" (dict "secret" .Values.secrets.hfToken "context" .) | fromJson) (include "gemma4-serve.hasApiKey" .) }}
-- name: secrets
+{{- with .secrets }}
+- name: {{ . }}
   mountPath: /run/secrets/gemma4
   readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/*
+A projected volume of secret files; `files` maps a file name (hf-token, api-key) to its {name, key} source,
+and an empty map renders nothing. Call with (dict "name" "server-secrets" "files" $files).
+*/}}
+{{- define "gemma4-serve.secretVolume" -}}
+{{- if .files }}
+- name: {{ .name }}
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- range $path, $ref := .files }}
+      - secret:
+          name: {{ $ref.name }}
+          items:
+            - key: {{ $ref.key }}
+              path: {{ $path }}
+      {{- end }}
 {{- end }}
 {{- end -}}
 
@@ -302,6 +370,9 @@ Engine choices that cannot work, as a JSON list of messages (part of validateVal
 {{- end -}}
 {{- if .Values.serving.extraArgs -}}
 {{- $errors = append $errors (printf "serving.extraArgs are vLLM flags and never reach %s: put %s's own flags in engine.extraArgs (docs/engines.md)." $name $name) -}}
+{{- end -}}
+{{- if .Values.serving.features -}}
+{{- $errors = append $errors (printf "serving.features=%s are vLLM features (deploy/profiles/features) and never reach %s: leave serving.features empty, or use engine.name=vllm." (join "," .Values.serving.features) $name) -}}
 {{- end -}}
 {{- if or .Values.serving.model .Values.serving.revision -}}
 {{- $errors = append $errors (printf "serving.model and serving.revision choose vLLM's checkpoint; %s serves the one pinned in deploy/engines/%s.yaml. Leave them empty." $name $name) -}}
