@@ -63,6 +63,7 @@ STOP_GRACE_S = 30.0
 POLL_S = 0.5
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_GPU = 0, 1, 2, 3
 REQUIRED_MODULES = ("yaml", "httpx", "pytest", "rich")
+INHERITED = ("GEMMA4_MODEL", "GEMMA4_REVISION", "GEMMA4_WSL")
 
 # vLLM 0.21.0's own log lines (v1/worker/gpu_model_runner.py, v1/worker/gpu_worker.py, utils/mem_utils.py,
 # v1/core/kv_cache_utils.py). GiB values are printed rounded to 2 decimals.
@@ -292,7 +293,9 @@ def launched(target: Target, port: int, log: Path, workdir: Path) -> Iterator[su
     extra = ["--host", "127.0.0.1", "--port", str(port)]
     if target.utilization is not None:
         extra += ["--gpu-memory-utilization", str(target.utilization)]
-    env = dict(os.environ)
+    # The profile as shipped: no inherited features, port or extra arguments; the model, revision and the WSL
+    # override still apply.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEMMA4_") or k in INHERITED}
     env.update(
         GEMMA4_PROFILE=target.profile,
         GEMMA4_EXTRA_ARGS=" ".join(extra),

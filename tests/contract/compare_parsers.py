@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -54,10 +55,16 @@ def cases() -> list[ArgCase]:
     ]
 
 
+def _without_addresses(verdict: dict[str, Any]) -> dict[str, Any]:
+    """Argparse quotes converter functions with their memory address (``<function loads at 0x7f...>``)."""
+    error = verdict.get("error")
+    return {**verdict, "error": re.sub(r" at 0x[0-9a-f]+>", ">", error)} if isinstance(error, str) else verdict
+
+
 def differences(reference: list[dict[str, Any]], candidate: list[dict[str, Any]]) -> list[str]:
     """One line per case and field where the two verdict lists differ."""
     found = []
-    for ref, cand in zip(reference, candidate, strict=True):
+    for ref, cand in zip(map(_without_addresses, reference), map(_without_addresses, candidate), strict=True):
         for key in ("ok", "error", "expanded", "parsed"):
             if ref.get(key) != cand.get(key):
                 if key == "parsed" and isinstance(ref[key], dict) and isinstance(cand[key], dict):

@@ -77,7 +77,8 @@ def vllm_answers(vllm_python: str, tmp_path_factory: pytest.TempPathFactory) -> 
             ],
             "sliding_window": model.sliding_window,
             "cases": [
-                {"kv_dtype": d, "max_model_len": n, "max_num_batched_tokens": t, "budget": b} for d, n, t, b in KV_CASES
+                {"kv_dtype": d, "max_model_len": n, "max_num_batched_tokens": t, "budget": b, "block_size": k}
+                for d, n, t, b, k in KV_CASES
             ],
         },
         "mm": {

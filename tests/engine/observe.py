@@ -14,6 +14,7 @@ import json
 import re
 import select
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -98,22 +99,32 @@ def stream_tail(url: str, key: str | None) -> dict[str, Any]:
 
 
 def observe(url: str, key: str | None, max_model_len: int = 32768) -> dict[str, Any]:
-    """Everything the suite's vLLM expectations rest on, as answered by the server at ``url``."""
+    """Everything the suite's vLLM expectations rest on, as answered by the server at ``url``.
+
+    The exchanges run concurrently, each on its own connection, so the keep-alive windows overlap.
+    """
     overlong = " ".join(str(i) for i in range(max_model_len + 64))
-    seen: dict[str, Any] = {
-        "unknown_model": exchange(
-            url, "POST", "/v1/chat/completions", chat_body("no-such-model", "Hi", max_tokens=1), key
-        ),
-        "prompt_too_long": exchange(
-            url, "POST", "/v1/chat/completions", chat_body(SERVED, overlong, max_tokens=1), key
-        ),
-        "malformed_image_url": exchange(
-            url, "POST", "/v1/chat/completions", chat_body(SERVED, image_content("not-a-url"), max_tokens=1), key
-        ),
-        "health_without_key": exchange(url, "GET", VLLM.health_path or "/health"),
-        "stream": stream_tail(url, key),
+    chat = "/v1/chat/completions"
+    calls: dict[str, tuple[Any, ...]] = {
+        "unknown_model": ("POST", chat, chat_body("no-such-model", "Hi", max_tokens=1), key),
+        "prompt_too_long": ("POST", chat, chat_body(SERVED, overlong, max_tokens=1), key),
+        "malformed_image_url": ("POST", chat, chat_body(SERVED, image_content("not-a-url"), max_tokens=1), key),
+        "health_without_key": ("GET", VLLM.health_path or "/health"),
+        "models": ("GET", "/v1/models", None, key),
     }
-    models = exchange(url, "GET", "/v1/models", key=key)["body"]
+    if key:
+        calls |= {
+            "missing_key": ("POST", chat, chat_body(SERVED, "Hi", max_tokens=1)),
+            "wrong_key": ("POST", chat, chat_body(SERVED, "Hi", max_tokens=1), "sk-wrong"),
+            "models_without_key": ("GET", "/v1/models"),
+            "metrics_without_key": ("GET", "/metrics"),
+        }
+    with ThreadPoolExecutor(max_workers=len(calls) + 1) as pool:
+        futures = {name: pool.submit(exchange, url, *args) for name, args in calls.items()}
+        stream = pool.submit(stream_tail, url, key)
+        seen: dict[str, Any] = {name: future.result() for name, future in futures.items()}
+        seen["stream"] = stream.result()
+    models = seen.pop("models")["body"]
     card = models["data"][0]
     seen["models"] = {
         "object": models.get("object"),
@@ -121,11 +132,7 @@ def observe(url: str, key: str | None, max_model_len: int = 32768) -> dict[str, 
         "card_object": card.get("object"),
         "max_model_len": card.get("max_model_len"),
     }
-    if key:
-        seen["missing_key"] = exchange(url, "POST", "/v1/chat/completions", chat_body(SERVED, "Hi", max_tokens=1))
-        seen["wrong_key"] = exchange(
-            url, "POST", "/v1/chat/completions", chat_body(SERVED, "Hi", max_tokens=1), "sk-wrong"
-        )
-        seen["models_without_key"] = exchange(url, "GET", "/v1/models")["status"]
-        seen["metrics_without_key"] = exchange(url, "GET", "/metrics")["status"]
+    for name in ("models_without_key", "metrics_without_key"):
+        if name in seen:
+            seen[name] = seen[name]["status"]
     return seen
