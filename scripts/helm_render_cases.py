@@ -58,6 +58,7 @@ def refusals(tmp: Path) -> dict[str, list[str]]:
 
 
 def run(argv: list[str]) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of ``argv``."""
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 
@@ -121,7 +122,8 @@ def main(argv: list[str]) -> int:
         if keys:
             print(f"{title}: {', '.join(keys)}")
     for key in (k for k in changed if k.startswith("schema-")):
-        print(f"schema refusal worded differently: {key}\n  before: {before[key].strip()}\n  after:  {rendered[key].strip()}")
+        print(f"schema refusal worded differently: {key}")
+        print(f"  before: {before[key].strip()}\n  after:  {rendered[key].strip()}")
     return 1 if gone or hard else 0
 
 
