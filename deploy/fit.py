@@ -1,18 +1,22 @@
 """vLLM 0.21.0's GPU memory budget for Gemma 4 E2B: weights, KV cache, overheads -> a verdict.
 
-How vLLM 0.21.0 spends a GPU (``v1/worker/gpu_worker.py``, ``v1/worker/utils.py``, ``v1/core/kv_cache_utils.py``):
+How vLLM 0.21.0 spends a GPU (docs/fit.md cites the source file:line for each step and term):
 
 1. ``requested = ceil(total x gpu_memory_utilization)``; start-up fails unless the memory free at that moment
    (after the process's own CUDA context exists) covers it.
-2. A profile run measures the torch peak (weights + activations of one ``max_num_batched_tokens`` forward pass,
-   the multimodal encoder's dummy batch, the sampler over ``max_num_seqs`` rows), the non-torch growth, and the
-   CUDA graph pool (``VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS`` is on by default).
-3. ``KV budget = requested - weights - activation peak - non-torch growth - CUDA graphs``; start-up fails unless it
-   holds one request of ``max_model_len`` tokens.
+2. Model loading: the weights plus Gemma 4's per-layer-embedding staging buffer (MNBT x 35 x 256, bf16).
+3. A profile run measures the torch peak of, in turn, the multimodal encoder's dummy batch (the modality with
+   the most tokens per item: a 32-frame video unless video is limited to 0), one ``max_num_batched_tokens``
+   forward pass and the sampler over ``min(max_num_seqs, MNBT)`` rows, plus the non-torch growth; then it
+   estimates CUDA graph memory for both graph sets (piecewise and full decode).
+4. ``KV budget = requested - model loading - torch peak - non-torch growth - CUDA graphs``; start-up fails unless
+   it holds one request of ``max_model_len`` tokens. The planner asks for its sequences with a safety margin
+   left over.
+5. After the profile, outside ``requested``: Triton attention's decode buffers, and logprobs at run time.
 
-The weights and the KV formula are exact (the KV formula is checked against vLLM's own ``kv_cache_utils`` in the
-tests). The overheads are MODELLED, not measured: nothing here has run on a GPU. Each constant below states its
-assumption; docs/fit.md lists them with what would change them.
+The weights, the KV formula, the KV tokens vLLM logs and what vLLM builds and profiles for each profile are
+checked against vLLM's own code in the tests. The overheads are MODELLED, not measured: nothing here has run on a
+GPU (``make gpu-check`` measures them). Each constant below states its assumption.
 """
 
 from __future__ import annotations
@@ -21,12 +25,12 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from deploy.model import DECODER_LAYER_COMPONENTS, TOWERS, GemmaModel
+from deploy.model import DECODER_LAYER_COMPONENTS, GemmaModel
 
 MiB = 1024**2
 GiB = 1024**3
 
-# ---- vLLM 0.21.0 behaviour (read from its source) ------------------------------------------------------------
+# ---- vLLM 0.21.0 behaviour (read from its source; docs/fit.md cites file:line for each) -----------------------
 VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
 # engine/arg_utils.py: OpenAI server defaults, by device memory (A100s keep the small ones).
 LARGE_GPU_BYTES = 70 * GiB
@@ -34,21 +38,41 @@ KV_BLOCK_SIZE = 16  # default block size; the hybrid manager doubles the sliding
 KV_DTYPE_BYTES = {"fp8": 1, "fp8_e4m3": 1, "auto": 2, "bfloat16": 2}
 # fp8 KV on the TRITON_ATTN backend Gemma 4 is forced onto needs e4m3 Triton kernels: compute capability 8.9+.
 FP8_KV_MIN_COMPUTE_CAPABILITY = (8, 9)
-IMAGE_SOFT_TOKENS_DEFAULT = 280  # Gemma 4 processor's default max_soft_tokens
+IMAGE_SOFT_TOKENS_DEFAULT = 280  # Gemma 4 processor's default max_soft_tokens (vision default_output_length)
+# config/multimodal.py: a modality --limit-mm-per-prompt does not name accepts 999 items per prompt.
+MM_DEFAULT_LIMIT = 999
+MODALITIES = ("image", "video", "audio")
+# Which tower serves which modalities: a tower is built unless every one of its modalities is limited to 0.
+TOWER_MODALITIES: dict[str, tuple[str, ...]] = {"vision_tower": ("image", "video"), "audio_tower": ("audio",)}
+# gemma4_mm.py: a video is up to 32 frames of 70 soft tokens, each framed by begin/end and ~6 timestamp tokens.
+VIDEO_FRAMES = 32
+VIDEO_FRAME_SOFT_TOKENS = 70
+VIDEO_TOKENS_PER_ITEM = VIDEO_FRAMES * (VIDEO_FRAME_SOFT_TOKENS + 2 + 6)
+# Sampler: the Triton top-k/top-p kernel (4+ rows) keeps one vocab-wide fp32 row per program, at most one
+# program per SM. 132 is the H100/H200 SM count: an upper bound for every card the profiles serve.
+SAMPLER_TRITON_MIN_ROWS = 8
+SAMPLER_MAX_SMS = 132
+# Triton attention's decode buffers (v1/attention/backends/triton_attn.py): 16 softmax segments, a launch grid
+# of at least 128 programs.
+TRITON_SOFTMAX_SEGMENTS = 16
+TRITON_MIN_LAUNCH_GRID = 128
+# CUDA graphs (v1/worker/gpu_model_runner.py profile_cudagraph_memory): at least 1 MiB per graph after the first.
+CUDA_GRAPH_MIN_BYTES_PER_GRAPH = 1 * MiB
 
-# ---- Modelled overheads: each is an ASSUMPTION (docs/fit.md) -------------------------------------------------
+# ---- Modelled quantities: each is an ASSUMPTION (docs/fit.md) ------------------------------------------------
 # Memory the CUDA context and the torch/cuBLAS runtime take before vLLM's first memory snapshot. It is outside
 # `requested`, so it must fit in the (1 - utilization) share of the card. Typical for recent drivers: 300-500 MiB.
 CUDA_CONTEXT_BYTES = 512 * MiB
 # Kept free beyond the context when choosing gpu-memory-utilization: what an idle GPU already shows as used
-# (driver, persistence daemon, a small display) plus growth during start-up.
+# (driver, persistence daemon, a small display).
 HEADROOM_BYTES = 512 * MiB
+# Kept unused inside the KV budget against modelling error: a plan must hold its sequences with this much of
+# the predicted KV budget left over. Sized to the spread of the modelled terms below (non-torch growth,
+# activation and CUDA-graph estimates), within the 150-256 MiB the plans were reviewed against.
+SAFETY_MARGIN_BYTES = 192 * MiB
 # Non-torch memory that grows during vLLM's profile run (cuBLAS/cuBLASLt workspaces, Triton kernels, NCCL-free
 # single-GPU runtime). vLLM measures it; 256 MiB is the assumption.
 NON_TORCH_BYTES = 256 * MiB
-# The sampler's dummy run holds logits for max_num_seqs rows over the full vocabulary in fp32, and about two
-# more copies of that size (soft-capped logits, probabilities) at its peak.
-SAMPLER_FP32_COPIES = 3
 # One text forward pass keeps, per token and in bf16: the widest MLP's gate, up and product, six hidden-size
 # tensors (residual, norms, attention output), the q/k/v projections, and the per-layer input embeddings of all
 # layers (looked up once per step, 35 x 256 values). The attention kernel itself (Triton) needs no L x L matrix.
@@ -56,13 +80,45 @@ HIDDEN_COPIES = 6
 # Vision encoder, per patch, in bf16: q/k/v/o and residual copies (6 x hidden) and the MLP's gate/up (2 x width),
 # with memory-efficient attention (no patches x patches matrix). Each soft token pools pooling_kernel_size^2 patches.
 VISION_HIDDEN_COPIES = 6
-# Audio encoder: its longest clip in soft tokens (30 s of audio) and activations per token, analogous to vision.
+# Pixel values reach the GPU as the HF processor makes them: fp32, 3 x patch_size^2 values per patch.
+PIXEL_BYTES = 4
+# Audio encoder: its longest clip in soft tokens (the processor's audio_seq_length) and activations per token.
 AUDIO_TOKENS_PER_ITEM = 750
-# CUDA graphs: each captured batch size costs a fixed amount (graph objects, per-size static buffers) and the
-# pool holds the activations of the largest captured batch.
-CUDA_GRAPH_BYTES_PER_SIZE = 2 * MiB
-# CPU offload: decode reads every offloaded byte over PCIe once per step. 4.0 x16 sustains about 25 GB/s.
-PCIE_BYTES_PER_SECOND = 25e9
+# Sampler bytes per logit at the peak of the profile's dummy sampler run (forward_native path): the bf16 logits
+# the caller holds (2), their fp32 copy (4), the softmax probabilities (4) and the exponential noise (4).
+SAMPLER_BYTES_PER_LOGIT = 2 + 4 + 4 + 4
+# Below SAMPLER_TRITON_MIN_ROWS rows the PyTorch path sorts instead: fp32 values, int64 indices, fp32 cumulative
+# probabilities and a bool mask on top of the bf16 and fp32 logits.
+SAMPLER_SORT_BYTES_PER_LOGIT = 2 + 4 + 4 + 8 + 4 + 1
+# CUDA graphs: the first capture of each set holds the activations of its largest batch; every further graph
+# costs what vLLM's second sample measures: piecewise graphs (one per piece, ~36 pieces a size) 2 MiB, full
+# decode graphs vLLM's 1 MiB floor.
+CUDA_GRAPH_PIECEWISE_BYTES_PER_SIZE = 2 * MiB
+CUDA_GRAPH_FULL_BYTES_PER_SIZE = CUDA_GRAPH_MIN_BYTES_PER_GRAPH
+# CPU offload: decode reads every offloaded byte over PCIe once per step (UVA zero-copy). Usable bandwidth per
+# lane after line encoding (GB/s, one direction), times an efficiency for packet overhead: 4.0 x16 -> 25 GB/s.
+PCIE_LANE_BYTES_PER_SECOND = {1: 0.25e9, 2: 0.5e9, 3: 0.985e9, 4: 1.969e9, 5: 3.938e9, 6: 7.563e9}
+PCIE_EFFICIENCY = 0.8
+
+
+@dataclass(frozen=True)
+class PCIeLink:
+    """The link between GPU and host (nvidia-smi ``pcie.link.gen.max``, ``pcie.link.width.max``)."""
+
+    gen: int = 4
+    width: int = 16
+
+    @property
+    def bytes_per_second(self) -> float:
+        """Sustained host-to-GPU read bandwidth the offload model assumes."""
+        lane = PCIE_LANE_BYTES_PER_SECOND.get(self.gen, PCIE_LANE_BYTES_PER_SECOND[max(PCIE_LANE_BYTES_PER_SECOND)])
+        return lane * self.width * PCIE_EFFICIENCY
+
+    def __str__(self) -> str:
+        return f"PCIe {self.gen}.0 x{self.width}"
+
+
+DEFAULT_PCIE = PCIeLink()
 
 
 class FitError(ValueError):
@@ -81,7 +137,8 @@ class ServeArgs:
     enforce_eager: bool = False
     gpu_memory_utilization: float = VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
     limit_mm_per_prompt: dict[str, int] = field(default_factory=dict)
-    image_soft_tokens: int = IMAGE_SOFT_TOKENS_DEFAULT
+    image_soft_tokens: int | None = None
+    language_model_only: bool = False
 
     def validate(self) -> None:
         """Raise :class:`FitError` on a value vLLM would reject or the planner cannot model."""
@@ -97,13 +154,25 @@ class ServeArgs:
             raise FitError(f"--cpu-offload-gb must be 0 or more, not {self.cpu_offload_gb}")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise FitError(f"--gpu-memory-utilization must be in (0, 1], not {self.gpu_memory_utilization}")
-        bad = {k: v for k, v in self.limit_mm_per_prompt.items() if k not in (*TOWERS, "video") or v < 0}
+        bad = {k: v for k, v in self.limit_mm_per_prompt.items() if k not in MODALITIES or v < 0}
         if bad:
             raise FitError(f"--limit-mm-per-prompt {bad}: modalities are image, audio, video with counts >= 0")
 
-    def tower_enabled(self, modality: str) -> bool:
-        """Whether the tower for ``modality`` is loaded (vLLM skips one limited to 0 items)."""
-        return self.limit_mm_per_prompt.get(modality, 1) > 0
+    def limit(self, modality: str) -> int:
+        """Items of ``modality`` a prompt may carry, as vLLM resolves it (unnamed: 999; language-model-only: 0)."""
+        if self.language_model_only:
+            return 0
+        return self.limit_mm_per_prompt.get(modality, MM_DEFAULT_LIMIT)
+
+    def tower_enabled(self, tower_or_modality: str) -> bool:
+        """Whether a tower is built: vLLM skips one only when all its modalities are limited to 0.
+
+        Takes a tower (``vision_tower``) or a modality (``image``, ``video``: the vision tower serves both).
+        """
+        tower = tower_or_modality
+        if tower not in TOWER_MODALITIES:
+            tower = next(t for t, mods in TOWER_MODALITIES.items() if tower_or_modality in mods)
+        return any(self.limit(m) > 0 for m in TOWER_MODALITIES[tower])
 
 
 def default_max_num_seqs(total_bytes: int, gpu_name: str = "") -> int:
@@ -121,43 +190,59 @@ def fp8_kv_supported(compute_capability: tuple[int, int]) -> bool:
     return tuple(compute_capability) >= FP8_KV_MIN_COMPUTE_CAPABILITY
 
 
-def utilization_for(total_bytes: int) -> float:
+def utilization_for(total_bytes: int, outside_budget_bytes: int = 0) -> float:
     """The gpu-memory-utilization rule for a card of ``total_bytes``.
 
-    Leave the CUDA context and a margin outside the budget, round down to a hundredth, never above vLLM's default.
+    Leave the CUDA context, the idle GPU's own use and what vLLM allocates after its profile run
+    (``outside_budget_bytes``) outside the budget; round down to a hundredth, never above vLLM's default.
     """
-    share = (total_bytes - CUDA_CONTEXT_BYTES - HEADROOM_BYTES) / total_bytes
+    share = (total_bytes - CUDA_CONTEXT_BYTES - HEADROOM_BYTES - outside_budget_bytes) / total_bytes
     return max(0.0, min(VLLM_DEFAULT_GPU_MEMORY_UTILIZATION, math.floor(share * 100) / 100))
+
+
+def offload_seconds_per_step(cpu_offload_bytes: int, link: PCIeLink = DEFAULT_PCIE) -> float:
+    """Time every decode step spends reading the offloaded weights over ``link``."""
+    return cpu_offload_bytes / link.bytes_per_second
 
 
 # ---- KV cache ------------------------------------------------------------------------------------------------
 
 
-def kv_page_bytes(model: GemmaModel, kv_dtype: str) -> tuple[int, int, int]:
+def kv_page_bytes(model: GemmaModel, kv_dtype: str, block_size: int = KV_BLOCK_SIZE) -> tuple[int, int, int]:
     """(page bytes, full-attention block size, sliding block size) after vLLM unifies page sizes.
 
-    Every layer starts with block size 16; the layer kinds whose page is smaller get their block size scaled up
-    until all pages are equal (``unify_kv_cache_spec_page_size``).
+    Every layer starts with ``block_size`` (16 on GPUs; vLLM's CPU backend uses 128); the layer kinds whose page
+    is smaller get their block size scaled up until all pages are equal (``unify_kv_cache_spec_page_size``).
     """
     b = KV_DTYPE_BYTES[kv_dtype]
-    pages = {layer.sliding: KV_BLOCK_SIZE * layer.num_kv_heads * layer.head_dim * 2 * b for layer in model.kv_layers}
+    pages = {layer.sliding: block_size * layer.num_kv_heads * layer.head_dim * 2 * b for layer in model.kv_layers}
     page = max(pages.values())
-    full_block = KV_BLOCK_SIZE * page // pages.get(False, page)
-    sliding_block = KV_BLOCK_SIZE * page // pages.get(True, page)
+    full_block = block_size * page // pages.get(False, page)
+    sliding_block = block_size * page // pages.get(True, page)
     return page, full_block, sliding_block
 
 
-def kv_bytes_per_sequence(model: GemmaModel, kv_dtype: str, max_model_len: int, max_num_batched_tokens: int) -> int:
+def kv_groups(model: GemmaModel) -> tuple[int, int]:
+    """(number of KV cache groups, layers per group): layers grouped by kind into groups of equal size."""
+    full = sum(1 for layer in model.kv_layers if not layer.sliding)
+    sliding = len(model.kv_layers) - full
+    group_size = math.gcd(full, sliding) if full and sliding else max(full, sliding)
+    return (full + sliding) // group_size, group_size
+
+
+def kv_bytes_per_sequence(
+    model: GemmaModel, kv_dtype: str, max_model_len: int, max_num_batched_tokens: int, block_size: int = KV_BLOCK_SIZE
+) -> int:
     """KV bytes vLLM's hybrid manager reserves for one request of ``max_model_len`` tokens.
 
     Layers are grouped by kind into groups of equal size (the gcd of the kind counts: 3 full, 12 sliding -> 5
     groups of 3); a block costs group_size pages. Full layers hold ceil(L / block) blocks; sliding layers hold
     the window plus one chunk of prefill, ceil(min(window - 1 + MNBT, L) / block) + 1.
     """
-    page, full_block, sliding_block = kv_page_bytes(model, kv_dtype)
+    page, full_block, sliding_block = kv_page_bytes(model, kv_dtype, block_size)
     full = sum(1 for layer in model.kv_layers if not layer.sliding)
     sliding = len(model.kv_layers) - full
-    group_size = math.gcd(full, sliding) if full and sliding else max(full, sliding)
+    _, group_size = kv_groups(model)
     blocks = 0
     if full:
         blocks += (full // group_size) * math.ceil(max_model_len / full_block)
@@ -165,6 +250,29 @@ def kv_bytes_per_sequence(model: GemmaModel, kv_dtype: str, max_model_len: int, 
         window_tokens = min(model.sliding_window - 1 + max_num_batched_tokens, max_model_len)
         blocks += (sliding // group_size) * (math.ceil(window_tokens / sliding_block) + 1)
     return group_size * page * blocks
+
+
+def kv_max_concurrency(
+    model: GemmaModel, kv_dtype: str, max_model_len: int, mnbt: int, budget: int, block_size: int = KV_BLOCK_SIZE
+) -> float:
+    """The "Maximum concurrency" vLLM logs for a KV budget (``get_max_concurrency_for_kv_cache_config``).
+
+    Blocks = budget // page // layers per group; concurrency = blocks / blocks one request needs.
+    """
+    if budget <= 0:
+        return 0.0
+    page, _, _ = kv_page_bytes(model, kv_dtype, block_size)
+    _, group_size = kv_groups(model)
+    num_blocks = budget // page // group_size
+    per_request = kv_bytes_per_sequence(model, kv_dtype, max_model_len, mnbt, block_size)
+    return num_blocks / -(-per_request // (page * group_size))
+
+
+def kv_cache_tokens(
+    model: GemmaModel, kv_dtype: str, max_model_len: int, mnbt: int, budget: int, block_size: int = KV_BLOCK_SIZE
+) -> int:
+    """The "GPU KV cache size: N tokens" vLLM logs: concurrency x max_model_len (``_report_kv_cache_config``)."""
+    return int(kv_max_concurrency(model, kv_dtype, max_model_len, mnbt, budget, block_size) * max_model_len)
 
 
 # ---- overheads -----------------------------------------------------------------------------------------------
@@ -180,6 +288,14 @@ def forward_bytes_per_token(model: GemmaModel) -> int:
     return 2 * values
 
 
+def ple_staging_bytes(model: GemmaModel, mnbt: int) -> int:
+    """The per-layer-embedding buffer gemma4_mm.py allocates with the model: MNBT x layers x per-layer dim, bf16.
+
+    vLLM counts it in "Model loading took ..." (it exists before the profile run), so it is off the KV budget.
+    """
+    return mnbt * model.num_layers * model.per_layer_dim * 2
+
+
 def cuda_graph_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int]:
     """The batch sizes vLLM 0.21.0 captures by default (``VllmConfig._set_cudagraph_sizes``)."""
     largest = min(min(max_num_seqs * 2, 512), max_num_batched_tokens)
@@ -193,29 +309,115 @@ def cuda_graph_sizes(max_num_seqs: int, max_num_batched_tokens: int) -> list[int
     return sizes
 
 
-def encoder_profile_bytes(model: GemmaModel, args: ServeArgs, mnbt: int, max_num_seqs: int) -> tuple[int, str]:
-    """Peak of vLLM's multimodal encoder dummy run.
+def cuda_graph_sets(max_num_seqs: int, max_num_batched_tokens: int) -> dict[str, list[int]]:
+    """The two sets FULL_AND_PIECEWISE captures: piecewise at every size, full decode graphs up to max-num-seqs."""
+    sizes = cuda_graph_sizes(max_num_seqs, max_num_batched_tokens)
+    return {"piecewise": sizes, "full": [s for s in sizes if s <= max_num_seqs]}
 
-    The modality with the most tokens per item, as many items as the encoder budget allows
-    (``multimodal/encoder_budget.py``).
+
+def cuda_graph_bytes(model: GemmaModel, max_num_seqs: int, mnbt: int) -> tuple[int, str]:
+    """The CUDA graph estimate vLLM subtracts: the larger first capture plus every further graph of both sets."""
+    sets = cuda_graph_sets(max_num_seqs, mnbt)
+    first = max(max(s) for s in sets.values()) * forward_bytes_per_token(model)
+    rest = (len(sets["piecewise"]) - 1) * CUDA_GRAPH_PIECEWISE_BYTES_PER_SIZE + (
+        len(sets["full"]) - 1
+    ) * CUDA_GRAPH_FULL_BYTES_PER_SIZE
+    what = (
+        f"piecewise {len(sets['piecewise'])} sizes x {CUDA_GRAPH_PIECEWISE_BYTES_PER_SIZE // MiB} MiB + full decode "
+        f"{len(sets['full'])} sizes x {CUDA_GRAPH_FULL_BYTES_PER_SIZE // MiB} MiB after the first capture, which "
+        f"holds the activations of {max(sets['piecewise'])} tokens"
+    )
+    return first + rest, what
+
+
+def triton_softmax_bytes(model: GemmaModel, max_num_seqs: int, mnbt: int, enforce_eager: bool) -> int:
+    """Triton attention's decode buffers: one set per KV cache group, allocated after the profile run.
+
+    Each metadata builder holds fp32 [T, q heads, 16 segments, padded head size] plus two [T, q heads, 16]
+    tensors; T is 128 // KV heads, moved to the nearest captured size when CUDA graphs are on. The head size is
+    the model's largest (global_head_dim, 512).
     """
-    candidates = {}
+    heads = int(model.text["num_attention_heads"])
+    kv_heads = int(model.text["num_key_value_heads"])
+    threshold = TRITON_MIN_LAUNCH_GRID // kv_heads
+    if not enforce_eager:
+        threshold = min(cuda_graph_sizes(max_num_seqs, mnbt), key=lambda x: abs(x - threshold))
+    head = max(model.head_dim(i) for i in range(model.num_layers))
+    padded = 1 << (head - 1).bit_length()
+    groups, _ = kv_groups(model)
+    return groups * threshold * heads * TRITON_SOFTMAX_SEGMENTS * (padded + 2) * 4
+
+
+def sampler_bytes(model: GemmaModel, rows: int) -> int:
+    """Peak of the profile's dummy sampler run over ``rows`` rows (see SAMPLER_BYTES_PER_LOGIT)."""
+    v = model.vocab_size
+    if rows < SAMPLER_TRITON_MIN_ROWS:
+        return rows * v * SAMPLER_SORT_BYTES_PER_LOGIT
+    programs = min(rows, SAMPLER_MAX_SMS)
+    buffer_rows = min(1 << (programs - 1).bit_length(), SAMPLER_MAX_SMS)
+    return rows * v * SAMPLER_BYTES_PER_LOGIT + buffer_rows * v * 4
+
+
+@dataclass(frozen=True)
+class EncoderProfile:
+    """What vLLM's profile run feeds the encoder (``MultiModalBudget``) and what that costs."""
+
+    modality: str
+    items: int
+    tokens_per_item: int
+    peak_bytes: int
+    held_bytes: int
+
+    def describe(self) -> str:
+        """One line: which dummy batch, how big."""
+        if not self.items:
+            return "no tower loaded"
+        return f"{self.items} {self.modality} item(s) x {self.tokens_per_item} tokens"
+
+
+def mm_tokens_per_item(model: GemmaModel, args: ServeArgs) -> dict[str, int]:
+    """Tokens per item of each modality whose tower vLLM builds and profiles (``get_mm_max_tokens_per_item``)."""
+    out = {}
     v = model.config.get("vision_config")
-    if v and args.tower_enabled("image"):
-        patches = int(v["pooling_kernel_size"]) ** 2
-        per_patch = 2 * (VISION_HIDDEN_COPIES * int(v["hidden_size"]) + 2 * int(v["intermediate_size"]))
-        candidates["image"] = (args.image_soft_tokens, patches * per_patch + 2 * model.hidden)
-    a = model.config.get("audio_config")
-    if a and args.tower_enabled("audio"):
-        h = int(a["hidden_size"])
-        candidates["audio"] = (AUDIO_TOKENS_PER_ITEM, 2 * (VISION_HIDDEN_COPIES * h + 2 * 4 * h) + 2 * model.hidden)
-    if not candidates:
-        return 0, "no tower loaded"
-    modality, (tokens, per_token) = max(candidates.items(), key=lambda kv: (kv[1][0], kv[0]))
-    budget = max(mnbt, tokens)
-    per_prompt = max(1, min(args.limit_mm_per_prompt.get(modality, 10**9), args.max_model_len // tokens))
-    items = max(1, min(budget // tokens, max_num_seqs * per_prompt))
-    return items * tokens * per_token, f"{items} {modality} item(s) x {tokens} soft tokens"
+    if v:
+        image = args.image_soft_tokens or int(v.get("default_output_length", IMAGE_SOFT_TOKENS_DEFAULT))
+        if args.limit("image") > 0:
+            out["image"] = image
+        if args.limit("video") > 0:
+            out["video"] = VIDEO_TOKENS_PER_ITEM
+    if model.config.get("audio_config") and args.limit("audio") > 0:
+        out["audio"] = AUDIO_TOKENS_PER_ITEM
+    return out
+
+
+def encoder_profile(model: GemmaModel, args: ServeArgs, mnbt: int, max_num_seqs: int) -> EncoderProfile:
+    """The encoder's dummy batch in vLLM's profile run and its memory.
+
+    vLLM profiles the one modality with the most tokens per item, as many items as the encoder budget
+    (``max(MNBT, tokens per item)``) holds, at most max-num-seqs x items per prompt. Gemma 4's vision tower runs
+    one image (or video frame) at a time, so its activations are one item's; all items' pixels and all their
+    embeddings stay on the GPU. The embeddings stay in the encoder cache through the text forward and sampler.
+    """
+    tokens = mm_tokens_per_item(model, args)
+    if not tokens:
+        return EncoderProfile("none", 0, 0, 0, 0)
+    modality, per_item = max(tokens.items(), key=lambda kv: (kv[1], kv[0]))
+    budget = max(mnbt, max(tokens.values()))
+    per_prompt = max(1, min(args.limit(modality), args.max_model_len // per_item))
+    items = max(1, min(budget // per_item, max_num_seqs * per_prompt))
+    if modality == "audio":
+        h = int(model.config["audio_config"]["hidden_size"])
+        per_token = 2 * (VISION_HIDDEN_COPIES * h + 2 * 4 * h)
+        held = items * per_item * model.hidden * 2
+        return EncoderProfile(modality, items, per_item, items * per_item * per_token + held, held)
+    v = model.config["vision_config"]
+    k2 = int(v["pooling_kernel_size"]) ** 2
+    units, soft = (VIDEO_FRAMES, VIDEO_FRAME_SOFT_TOKENS) if modality == "video" else (1, per_item)
+    patches = soft * k2
+    per_patch = 2 * (VISION_HIDDEN_COPIES * int(v["hidden_size"]) + 2 * int(v["intermediate_size"]))
+    pixels = items * units * patches * 3 * int(v["patch_size"]) ** 2 * PIXEL_BYTES
+    held = items * units * soft * model.hidden * 2
+    return EncoderProfile(modality, items, per_item, pixels + held + patches * per_patch, held)
 
 
 @dataclass(frozen=True)
@@ -242,6 +444,22 @@ class Plan:
     max_sequences_at_max_model_len: int
     overheads: dict[str, Overhead]
     args: dict[str, Any]
+    safety_margin_bytes: int = SAFETY_MARGIN_BYTES
+    outside_budget: dict[str, Overhead] = field(default_factory=dict)
+    kv_cache_tokens: int = 0
+    expected_max_concurrency: float = 0.0
+    pcie: PCIeLink = DEFAULT_PCIE
+    offload_seconds_per_step: float = 0.0
+
+    @property
+    def peak_bytes(self) -> int:
+        """GPU memory the process holds once serving: the budget, the context and what comes after the profile."""
+        return self.requested_bytes + CUDA_CONTEXT_BYTES + sum(o.bytes for o in self.outside_budget.values())
+
+    @property
+    def decode_ceiling_tokens_per_second(self) -> float | None:
+        """With CPU offload: the most decode steps per second the PCIe reads allow (None without offload)."""
+        return 1 / self.offload_seconds_per_step if self.offload_seconds_per_step else None
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` document (schema in docs/fit.md)."""
@@ -251,8 +469,20 @@ class Plan:
             "weights_by_component": dict(self.weights_by_component),
             "kv_cache_bytes_per_sequence": self.kv_cache_bytes_per_sequence,
             "kv_cache_budget_bytes": self.kv_cache_budget_bytes,
+            "kv_cache_tokens": self.kv_cache_tokens,
+            "expected_max_concurrency": round(self.expected_max_concurrency, 2),
+            "safety_margin_bytes": self.safety_margin_bytes,
             "max_sequences_at_max_model_len": self.max_sequences_at_max_model_len,
             "overheads": {k: asdict(v) for k, v in self.overheads.items()},
+            "outside_budget": {k: asdict(v) for k, v in self.outside_budget.items()},
+            "peak_bytes": self.peak_bytes,
+            "cpu_offload": {
+                "pcie": str(self.pcie),
+                "seconds_per_step": round(self.offload_seconds_per_step, 4),
+                "decode_ceiling_tokens_per_second": (
+                    round(self.decode_ceiling_tokens_per_second, 1) if self.decode_ceiling_tokens_per_second else None
+                ),
+            },
             "args": dict(self.args),
         }
 
@@ -266,7 +496,9 @@ def vllm_args(args: ServeArgs, mnbt: int, max_num_seqs: int) -> dict[str, Any]:
         "max-num-seqs": max_num_seqs,
         "max-num-batched-tokens": mnbt,
     }
-    if args.limit_mm_per_prompt:
+    if args.language_model_only:
+        out["language-model-only"] = True
+    elif args.limit_mm_per_prompt:
         out["limit-mm-per-prompt"] = dict(args.limit_mm_per_prompt)
     if args.cpu_offload_gb:
         out["cpu-offload-gb"] = args.cpu_offload_gb
@@ -275,12 +507,32 @@ def vllm_args(args: ServeArgs, mnbt: int, max_num_seqs: int) -> dict[str, Any]:
     return out
 
 
+def outside_budget(model: GemmaModel, args: ServeArgs, mnbt: int, max_num_seqs: int) -> dict[str, Overhead]:
+    """What vLLM allocates after its profile run, beyond ``requested``: it must fit the (1 - utilization) share."""
+    softmax = triton_softmax_bytes(model, max_num_seqs, mnbt, args.enforce_eager)
+    groups, _ = kv_groups(model)
+    logprobs = min(max_num_seqs, mnbt) * model.vocab_size * 4
+    return {
+        "triton_softmax_buffers": Overhead(
+            softmax,
+            f"Triton attention decode buffers of {groups} KV cache groups, allocated with the KV cache after the "
+            "profile run",
+        ),
+        "runtime_logprobs": Overhead(
+            logprobs,
+            f"requests asking for logprobs add {min(max_num_seqs, mnbt)} rows x {model.vocab_size} fp32 log-probs "
+            "to the sampler; the profile samples without logprobs",
+        ),
+    }
+
+
 def plan(
     model: GemmaModel,
     args: ServeArgs,
     total_bytes: int,
     weights_by_component: dict[str, int] | None = None,
     gpu_name: str = "",
+    pcie: PCIeLink = DEFAULT_PCIE,
 ) -> Plan:
     """Compute vLLM 0.21.0's budget for ``args`` on a card of ``total_bytes``; the verdict says if it starts."""
     args.validate()
@@ -292,52 +544,53 @@ def plan(
         raise FitError(f"--max-num-batched-tokens ({mnbt}) must be at least --max-num-seqs ({seqs})")
 
     weights = dict(weights_by_component if weights_by_component is not None else model.weight_bytes())
-    for modality, component in TOWERS.items():
-        if not args.tower_enabled(modality):
-            weights.pop(component, None)
+    for tower in TOWER_MODALITIES:
+        if not args.tower_enabled(tower):
+            weights.pop(tower, None)
     decoder = sum(weights.get(c, 0) for c in DECODER_LAYER_COMPONENTS)
     offloaded = min(int(args.cpu_offload_gb * GiB), decoder)
     weights_on_gpu = sum(weights.values()) - offloaded
 
+    staging = ple_staging_bytes(model, mnbt)
+    encoder = encoder_profile(model, args, mnbt, seqs)
     forward = mnbt * forward_bytes_per_token(model)
-    sampler = seqs * model.vocab_size * 4 * SAMPLER_FP32_COPIES
-    encoder, encoder_what = encoder_profile_bytes(model, args, mnbt, seqs)
-    graphs = cuda_graph_sizes(seqs, mnbt) if not args.enforce_eager else []
-    graph_bytes = len(graphs) * CUDA_GRAPH_BYTES_PER_SIZE + (max(graphs) if graphs else 0) * forward_bytes_per_token(
-        model
-    )
-    peak = max(forward, sampler, encoder)
+    rows = min(seqs, mnbt)
+    sampler = sampler_bytes(model, rows)
+    hidden_out = mnbt * model.hidden * 2
+    peak = max(encoder.peak_bytes, encoder.held_bytes + forward, encoder.held_bytes + hidden_out + sampler)
+    graph_bytes, graph_what = cuda_graph_bytes(model, seqs, mnbt) if not args.enforce_eager else (0, "")
     overheads = {
+        "ple_staging": Overhead(
+            staging,
+            f"per-layer-embedding buffer of {mnbt} tokens x {model.num_layers} layers x {model.per_layer_dim} (bf16), "
+            "allocated with the model",
+        ),
         "activation_peak": Overhead(
             peak,
-            f"max of the profile run's phases, each freed before the next: text forward of {mnbt} tokens "
-            f"({forward} B), sampler over {seqs} rows x {model.vocab_size} fp32 logits x {SAMPLER_FP32_COPIES} "
-            f"({sampler} B), encoder dummy batch of {encoder_what} ({encoder} B)",
+            f"largest phase of the profile run: encoder dummy batch of {encoder.describe()} ({encoder.peak_bytes} B; "
+            f"its {encoder.held_bytes} B of embeddings stay cached), text forward of {mnbt} tokens ({forward} B), "
+            f"sampler over {rows} rows x {model.vocab_size} logits ({sampler} B)",
         ),
         "non_torch": Overhead(NON_TORCH_BYTES, "cuBLAS/Triton workspaces that grow during the profile run"),
-        "cuda_graphs": Overhead(
-            graph_bytes,
-            "enforce-eager: none"
-            if not graphs
-            else f"{len(graphs)} captured sizes x {CUDA_GRAPH_BYTES_PER_SIZE // MiB} MiB + activations of the "
-            f"largest ({max(graphs)} tokens)",
-        ),
+        "cuda_graphs": Overhead(graph_bytes, "enforce-eager: none" if args.enforce_eager else graph_what),
         "cuda_context": Overhead(
             CUDA_CONTEXT_BYTES, "outside gpu-memory-utilization: must be free on top of the budget at start"
         ),
     }
+    after = outside_budget(model, args, mnbt, seqs)
     requested = math.ceil(total_bytes * args.gpu_memory_utilization)
-    budget = requested - weights_on_gpu - peak - NON_TORCH_BYTES - graph_bytes
+    budget = requested - weights_on_gpu - staging - peak - NON_TORCH_BYTES - graph_bytes
     per_seq = kv_bytes_per_sequence(model, args.kv_cache_dtype, args.max_model_len, mnbt)
-    sequences = max(0, budget // per_seq)
+    sequences = max(0, (budget - SAFETY_MARGIN_BYTES) // per_seq)
     required_free = requested + CUDA_CONTEXT_BYTES
-    if requested + CUDA_CONTEXT_BYTES > total_bytes:
+    outside = CUDA_CONTEXT_BYTES + sum(o.bytes for o in after.values())
+    if requested + outside > total_bytes:
         fits, reason = (
             False,
             (
-                f"gpu-memory-utilization {args.gpu_memory_utilization} asks for {requested / GiB:.2f} GiB, but "
-                f"with the CUDA context ({CUDA_CONTEXT_BYTES / GiB:.2f} GiB) that is more than the card's "
-                f"{total_bytes / GiB:.2f} GiB"
+                f"gpu-memory-utilization {args.gpu_memory_utilization} asks for {requested / GiB:.2f} GiB, but with "
+                f"the CUDA context and the buffers vLLM allocates after profiling ({outside / GiB:.2f} GiB) that is "
+                f"more than the card's {total_bytes / GiB:.2f} GiB"
             ),
         )
     elif budget <= 0:
@@ -346,12 +599,16 @@ def plan(
         fits, reason = (
             False,
             (
-                f"the KV budget ({budget / GiB:.2f} GiB) holds less than one {args.max_model_len}-token sequence "
-                f"({per_seq / GiB:.3f} GiB)"
+                f"the KV budget ({budget / GiB:.2f} GiB) less the {SAFETY_MARGIN_BYTES // MiB} MiB safety margin "
+                f"holds less than one {args.max_model_len}-token sequence ({per_seq / GiB:.3f} GiB)"
             ),
         )
     else:
-        fits, reason = True, f"{sequences} sequence(s) of {args.max_model_len} tokens fit in the KV cache"
+        fits, reason = (
+            True,
+            f"{sequences} sequence(s) of {args.max_model_len} tokens fit in the KV cache with "
+            f"{SAFETY_MARGIN_BYTES // MiB} MiB to spare",
+        )
     if offloaded:
         weights["cpu_offload"] = -offloaded
     return Plan(
@@ -367,6 +624,24 @@ def plan(
         max_sequences_at_max_model_len=int(sequences),
         overheads=overheads,
         args=vllm_args(args, mnbt, seqs),
+        safety_margin_bytes=SAFETY_MARGIN_BYTES,
+        outside_budget=after,
+        kv_cache_tokens=kv_cache_tokens(model, args.kv_cache_dtype, args.max_model_len, mnbt, budget),
+        expected_max_concurrency=kv_max_concurrency(model, args.kv_cache_dtype, args.max_model_len, mnbt, budget),
+        pcie=pcie,
+        offload_seconds_per_step=offload_seconds_per_step(offloaded, pcie),
+    )
+
+
+def decode_note(p: Plan) -> str:
+    """What the plan means for decode speed, in one sentence (modelled, not measured)."""
+    offloaded = -p.weights_by_component.get("cpu_offload", 0)
+    if not offloaded:
+        return "decode: no CPU offload, so the GPU alone sets the decode rate (not modelled)"
+    return (
+        f"decode: every step reads {offloaded / GiB:.2f} GiB of offloaded weights over {p.pcie} "
+        f"({p.pcie.bytes_per_second / 1e9:.1f} GB/s), at least {p.offload_seconds_per_step * 1000:.0f} ms, so at most "
+        f"{p.decode_ceiling_tokens_per_second:.0f} tokens/s per stream (modelled, not measured)"
     )
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from deploy.checkpoint import CheckpointError, hub_tensors, snapshot_tensors, weights_by_component
-from deploy.fit import FitError, GiB, MiB, Plan, ServeArgs, fp8_kv_supported, plan
+from deploy.fit import FitError, GiB, MiB, PCIeLink, Plan, ServeArgs, fp8_kv_supported, plan
 from deploy.gpu import parse_compute_capability
 from deploy.model import GemmaModel
-from deploy.profiles import ProfileError, load_profile, to_argv
+from deploy.profiles import ProfileError, apply_features, load_profile, parse_features, to_argv
 from deploy.recommend import recommend
 from deploy.serve_args import from_mapping, parse_limit_mm, parse_tokens
 
@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compute-capability", default="8.9", help="e.g. 8.6 (Ampere), 8.9 (Ada), 9.0 (Hopper)")
     p.add_argument("--gpu-name", default="", help="nvidia-smi name (A100s get vLLM's smaller defaults)")
     p.add_argument("--profile", help="start from this profile's arguments (deploy/profiles/NAME.yaml)")
+    p.add_argument("--features", metavar="LIST", help="merge these opt-in features, e.g. tools,audio (GEMMA4_FEATURES)")
     p.add_argument("--max-model-len")
     p.add_argument("--kv-cache-dtype", choices=["auto", "fp8"])
     p.add_argument("--max-num-seqs", type=int)
@@ -52,7 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cpu-offload-gb", type=float)
     p.add_argument("--gpu-memory-utilization", type=float)
     p.add_argument("--enforce-eager", action="store_true", default=None)
-    p.add_argument("--limit-mm-per-prompt", help='JSON, e.g. \'{"image": 2, "audio": 0}\'')
+    p.add_argument("--limit-mm-per-prompt", help='JSON, e.g. \'{"image": 2, "audio": 0, "video": 0}\'')
+    p.add_argument("--language-model-only", action="store_true", default=None, help="text only: no tower is loaded")
+    p.add_argument(
+        "--pcie",
+        default="4.0 x16",
+        help='PCIe link that prices CPU offload, e.g. "4.0 x8" (nvidia-smi pcie.link.*.max)',
+    )
     p.add_argument("--checkpoint", help="local snapshot directory or Hub id: read weight sizes from its headers")
     p.add_argument("--recommend", action="store_true", help="search for the best configuration that fits")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -77,11 +84,12 @@ def _weights(checkpoint: str | None) -> dict[str, int] | None:
 
 def _serve_args(a: argparse.Namespace, cc: tuple[int, int]) -> ServeArgs:
     base: dict[str, Any] = {}
-    if a.profile:
-        try:
+    try:
+        if a.profile:
             base = load_profile(a.profile)
-        except ProfileError as exc:
-            raise FitError(str(exc)) from exc
+        base = apply_features(base, parse_features(a.features))
+    except ProfileError as exc:
+        raise FitError(str(exc)) from exc
     overrides: dict[str, Any] = {
         "max-model-len": parse_tokens(a.max_model_len) if a.max_model_len else None,
         "kv-cache-dtype": a.kv_cache_dtype,
@@ -91,6 +99,7 @@ def _serve_args(a: argparse.Namespace, cc: tuple[int, int]) -> ServeArgs:
         "gpu-memory-utilization": a.gpu_memory_utilization,
         "enforce-eager": a.enforce_eager,
         "limit-mm-per-prompt": parse_limit_mm(a.limit_mm_per_prompt) if a.limit_mm_per_prompt else None,
+        "language-model-only": a.language_model_only,
     }
     config = {**base, **{k: v for k, v in overrides.items() if v is not None}}
     config.setdefault("kv-cache-dtype", "fp8" if fp8_kv_supported(cc) else "auto")
@@ -103,20 +112,48 @@ def _serve_args(a: argparse.Namespace, cc: tuple[int, int]) -> ServeArgs:
     return args
 
 
+def parse_pcie(text: str) -> PCIeLink:
+    """``4.0 x8`` or ``4 x16`` -> a PCIe link."""
+    m = re.match(r"^\s*(\d)(?:\.0)?\s*x(\d+)\s*$", text or "")
+    if not m:
+        raise FitError(f'--pcie {text!r}: write the link like "4.0 x16" or "4.0 x8" (generation and lanes)')
+    return PCIeLink(int(m.group(1)), int(m.group(2)))
+
+
 def _print_plan(p: Plan) -> None:
     print(f"GPU: {p.total_bytes / GiB:.2f} GiB; budget (utilization x total): {p.requested_bytes / GiB:.2f} GiB")
     print("weights on the GPU:")
     for name, size in p.weights_by_component.items():
         print(f"  {name:<22} {size / GiB:>8.3f} GiB")
     print(f"  {'total':<22} {p.weights_bytes / GiB:>8.3f} GiB")
-    print("overheads (modelled):")
+    print("overheads inside the budget (modelled):")
     for name, o in p.overheads.items():
+        if name != "cuda_context":
+            print(f"  {name:<22} {o.bytes / GiB:>8.3f} GiB  {o.assumption}")
+    print("outside the budget (modelled):")
+    for name, o in {"cuda_context": p.overheads["cuda_context"], **p.outside_budget}.items():
         print(f"  {name:<22} {o.bytes / GiB:>8.3f} GiB  {o.assumption}")
     print(
-        f"KV cache budget: {p.kv_cache_budget_bytes / GiB:.3f} GiB; per {p.args['max-model-len']}-token sequence: "
-        f"{p.kv_cache_bytes_per_sequence / MiB:.1f} MiB -> {p.max_sequences_at_max_model_len} full-length sequences"
+        f"KV cache budget: {p.kv_cache_budget_bytes / GiB:.3f} GiB (vLLM should log about {p.kv_cache_tokens:,} "
+        f"tokens, {p.expected_max_concurrency:.2f}x concurrency)"
     )
-    print(f"free memory needed at start: {p.required_free_bytes / GiB:.2f} GiB")
+    print(
+        f"safety margin: {p.safety_margin_bytes / MiB:.0f} MiB of that budget kept unused against modelling error; "
+        f"per {p.args['max-model-len']}-token sequence {p.kv_cache_bytes_per_sequence / MiB:.1f} MiB -> "
+        f"{p.max_sequences_at_max_model_len} full-length sequences after the margin"
+    )
+    offloaded = -p.weights_by_component.get("cpu_offload", 0)
+    if offloaded:
+        print(
+            f"CPU offload: {offloaded / GiB:.2f} GiB over {p.pcie} -> {p.offload_seconds_per_step * 1000:.0f} ms per "
+            f"decode step, at most {p.decode_ceiling_tokens_per_second:.0f} tokens/s per stream (modelled)"
+        )
+    else:
+        print("CPU offload: none")
+    print(
+        f"free memory needed at start: {p.required_free_bytes / GiB:.2f} GiB; peak once serving about "
+        f"{p.peak_bytes / GiB:.2f} GiB"
+    )
     print(("FITS: " if p.fits else "DOES NOT FIT: ") + p.reason)
 
 
@@ -127,10 +164,13 @@ def run(a: argparse.Namespace) -> int:
         total = parse_size(a.gpu_memory)
         cc = parse_compute_capability(a.compute_capability)
         weights = _weights(a.checkpoint)
+        pcie = parse_pcie(a.pcie)
         if a.recommend:
             max_len = parse_tokens(a.max_model_len) if a.max_model_len else 32768
             try:
-                rec = recommend(model, total, cc, max_model_len=max_len, weights=weights, gpu_name=a.gpu_name)
+                rec = recommend(
+                    model, total, cc, max_model_len=max_len, weights=weights, gpu_name=a.gpu_name, pcie=pcie
+                )
             except FitError as exc:
                 if a.json:
                     print(json.dumps({"fits": False, "error": str(exc)}))
@@ -145,7 +185,7 @@ def run(a: argparse.Namespace) -> int:
                 for c in rec.concessions:
                     print(f"  concession: {c}")
             return 0
-        result = plan(model, _serve_args(a, cc), total, weights, a.gpu_name)
+        result = plan(model, _serve_args(a, cc), total, weights, a.gpu_name, pcie)
     except (FitError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,11 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from deploy.fit import FitError, GiB, MiB, plan
+from deploy.fit import SAFETY_MARGIN_BYTES, FitError, GiB, MiB, plan
 from deploy.gpu import load_classes
 from deploy.model import GemmaModel
 from deploy.profiles import load_profile
-from deploy.recommend import recommend
+from deploy.recommend import MAX_OFFLOAD_SECONDS_PER_STEP, recommend
 from deploy.serve_args import from_mapping
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -49,30 +49,48 @@ def table(model: GemmaModel | None = None) -> str:
     """The Markdown table and its footnote."""
     model = model or GemmaModel.load()
     rows = [
-        "| GPU class | example cards | profile | KV cache | gpu-memory-utilization | max-num-seqs | "
-        "32k-token sequences in the KV cache | CPU offload | prefill chunk |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| GPU class | example cards | profile | input | context | KV cache | gpu-memory-utilization | "
+        "max-num-seqs | full-length sequences in the KV cache | CPU offload (decode ceiling) | prefill chunk |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    costly: list[str] = []
     for cls in load_classes():
         for variant in ("ada", "ampere"):
             name = cls.profile_name(variant == "ampere")
             config = load_profile(name)
-            result = plan(model, from_mapping(config), cls.total_bytes)
             info = cls.variants[variant]
+            args = from_mapping(config)
+            result = plan(model, args, cls.total_bytes, gpu_name=info["cards"][0], pcie=cls.pcie(variant))
             kv = "fp8" if config["kv-cache-dtype"] == "fp8" else "bf16 (`auto`)"
-            offload = f"{config['cpu-offload-gb']} GiB" if config.get("cpu-offload-gb") else "none"
+            offload = "none"
+            if config.get("cpu-offload-gb"):
+                offload = (
+                    f"{config['cpu-offload-gb']} GiB over {result.pcie} "
+                    f"(≤ {result.decode_ceiling_tokens_per_second:.0f} tokens/s per stream)"
+                )
+            text_only = args.language_model_only or not args.tower_enabled("vision_tower")
+            given_up = [
+                *(["text only"] if text_only else []),
+                *([f"{args.max_model_len}-token context"] if args.max_model_len < 32768 else []),
+                *(["CPU offload"] if args.cpu_offload_gb else []),
+            ]
+            if given_up:
+                costly.append(f"`{name}` {', '.join(given_up)}")
             rows.append(
                 f"| {cls.name[:-2]} GB ({cls.memory_mib} MiB), cc {info['compute_capability']} | "
-                f"{', '.join(info['cards'][:2])} | `{name}` | {kv} | {config['gpu-memory-utilization']} | "
-                f"{config['max-num-seqs']} | {result.max_sequences_at_max_model_len} | {offload} | "
-                f"{config['max-num-batched-tokens']} |"
+                f"{', '.join(info['cards'][:2])} | `{name}` | {'text' if text_only else 'text + image'} | "
+                f"{args.max_model_len} | {kv} | {config['gpu-memory-utilization']} | {config['max-num-seqs']} | "
+                f"{result.max_sequences_at_max_model_len} | {offload} | {config['max-num-batched-tokens']} |"
             )
     ada, ampere = smallest_fitting(model, (8, 9)), smallest_fitting(model, (8, 6))
     rows += [
         "",
-        f"Smallest card the planner accepts (at least 4 sequences, at least 8k context, at most 1.5 GiB offloaded): "
-        f"{ada / GiB:.2f} GiB on Ada/Hopper, {ampere / GiB:.2f} GiB on Ampere; below that `deploy launch` refuses "
-        "and points to llama.cpp with a GGUF. Every profile keeps images on and audio off, and serves 32768 tokens.",
+        f"Modelled, not measured. Smallest card the planner accepts (at least 4 full-length sequences after a "
+        f"{SAFETY_MARGIN_BYTES // MiB} MiB safety margin, at least 8k context, at most "
+        f"{MAX_OFFLOAD_SECONDS_PER_STEP * 1000:.0f} ms of PCIe reads per decode step): {ada / GiB:.2f} GiB on "
+        f"Ada/Hopper, {ampere / GiB:.2f} GiB on Ampere (PCIe 4.0 x16); below that `deploy launch` refuses and points "
+        "to llama.cpp with a GGUF. Audio and video are off in every profile. "
+        + (f"Costly concessions: {'; '.join(costly)}." if costly else "No profile needs a costly concession."),
     ]
     return "\n".join(rows)
 

@@ -1,15 +1,22 @@
 """``python -m deploy launch``: the vLLM image's entrypoint. GPU + profile -> resolved config -> ``vllm serve``.
 
-1. Read the GPU (nvidia-smi): memory and compute capability.
+1. Read the GPU (nvidia-smi): memory, compute capability, PCIe link; a MIG slice's own memory (not the parent's);
+   whether this is WSL2 (no pinned memory, so no CPU offload).
 2. Pick the profile: ``GEMMA4_PROFILE=auto`` takes the largest GPU class the card has room for (Ada/Hopper or
    Ampere variant by compute capability); a card smaller than every class gets a configuration planned for it,
-   or a refusal that names the llama.cpp path. A named profile is honoured.
+   or a refusal that names the llama.cpp path. A named profile is honoured. The opt-in features named in
+   ``GEMMA4_FEATURES`` (``deploy/profiles/features``) are merged into it.
 3. Adjust only what the GPU dictates: an fp8 KV cache on a GPU below compute capability 8.9 becomes ``auto``;
-   and what the orchestrator dictates: ``GEMMA4_LISTEN_PORT`` (the pod's port) replaces the profile's ``port``.
+   under WSL2 a plan that offloads to the CPU is re-planned without offload (``auto``) or refused (a named
+   profile); and what the orchestrator dictates: ``GEMMA4_LISTEN_PORT`` (the pod's port) replaces the
+   profile's ``port``.
 4. Check the plan: it must fit the card, and the memory free right now must cover the budget; otherwise stop
-   and say exactly what to change.
+   and say exactly what to change (a feature that does not fit is named, with the setting that drops it).
 5. Write the resolved config, print it as a command with the fit summary, and exec
    ``vllm serve --config <resolved.yaml> [GEMMA4_EXTRA_ARGS]``.
+
+Before all that it prints the vLLM, torch and transformers versions and refuses a transformers that vLLM
+0.21.0 cannot serve Gemma 4 with (:mod:`deploy.versions`).
 
 Exit codes (when nothing is exec'd): 0 dry run, 1 will not fit, 2 bad input.
 """
@@ -29,20 +36,31 @@ from typing import Any
 
 import yaml
 
+from deploy import versions
 from deploy.fit import (
     CUDA_CONTEXT_BYTES,
     FitError,
     GiB,
     MiB,
     Plan,
+    decode_note,
     fp8_kv_supported,
     plan,
     with_args,
 )
-from deploy.gpu import GPU, GPUClass, GPUError, class_for, detect, load_classes
+from deploy.gpu import GPU, GPUClass, GPUError, class_for, detect, in_wsl, load_classes
 from deploy.model import GemmaModel
-from deploy.profiles import DEFAULT_REVISION, ProfileError, load_profile, to_argv
-from deploy.recommend import LLAMA_CPP_HINT, recommend
+from deploy.profiles import (
+    DEFAULT_REVISION,
+    FEATURES_ENV,
+    ProfileError,
+    apply_features,
+    feature_summary,
+    load_profile,
+    parse_features,
+    to_argv,
+)
+from deploy.recommend import LLAMA_CPP_HINT, MAX_OFFLOAD_SECONDS_PER_STEP, recommend
 from deploy.serve_args import from_mapping, overrides_from_argv
 
 # vLLM 0.21.0's quantized kernels for this checkpoint need sm_80+ (bf16 activations); Turing has no bf16.
@@ -66,12 +84,63 @@ class Resolved:
     extra_args: list[str]
     notes: list[str] = field(default_factory=list)
     plan: Plan | None = None
+    features: list[str] = field(default_factory=list)
 
 
-def _base_profile(gpu: GPU, classes: list[GPUClass], model: GemmaModel, notes: list[str]) -> tuple[str, dict]:
+WSL_NO_OFFLOAD = (
+    "WSL2 has no pinned host memory for CUDA, so vLLM turns pinning off (vllm/platforms/interface.py) and with it "
+    "the UVA path --cpu-offload-gb relies on"
+)
+
+
+def _planned_for_card(
+    gpu: GPU, name: str, model: GemmaModel, *, allow_offload: bool, why: str
+) -> tuple[str, dict[str, Any], list[str]]:
+    """A configuration planned for this very card (``deploy fit --recommend``), starting from profile ``name``."""
+    try:
+        rec = recommend(
+            model,
+            gpu.total_bytes,
+            gpu.compute_capability,
+            gpu_name=gpu.name,
+            pcie=gpu.link,
+            allow_offload=allow_offload,
+        )
+    except FitError as exc:
+        raise LaunchError(f"{why}, and no configuration fits: {exc}", code=1) from exc
+    config = {k: v for k, v in load_profile(name).items() if k not in rec.plan.args}
+    config.update(rec.plan.args)
+    for dropped in ("cpu-offload-gb", "enforce-eager", "limit-mm-per-prompt", "language-model-only"):
+        if dropped not in rec.plan.args:
+            config.pop(dropped, None)
+    return f"{name} (planned for {gpu.total_bytes // MiB} MiB)", config, list(rec.concessions)
+
+
+def _base_profile(
+    gpu: GPU, classes: list[GPUClass], model: GemmaModel, notes: list[str], wsl: bool = False
+) -> tuple[str, dict]:
     """The profile ``auto`` picks for ``gpu`` (or a plan made for a card smaller than every class)."""
     ampere = not fp8_kv_supported(gpu.compute_capability)
     cls = class_for(gpu, classes)
+    if gpu.mig_profile:
+        notes.append(
+            f"MIG slice {gpu.mig_profile}: planning for the slice's {gpu.total_bytes / GiB:.2f} GiB (nvidia-smi's "
+            "memory.total shows the parent GPU)"
+        )
+    if cls is not None and wsl and load_profile(cls.profile_name(ampere)).get("cpu-offload-gb"):
+        profile, config, given_up = _planned_for_card(
+            gpu,
+            cls.profile_name(ampere),
+            model,
+            allow_offload=False,
+            why=f"{gpu.name} under WSL2: {cls.profile_name(ampere)} offloads to the CPU, which WSL2 cannot do "
+            f"({WSL_NO_OFFLOAD}; a native Linux host can)",
+        )
+        notes.append(
+            f"auto: {gpu.name} under WSL2: {cls.profile_name(ampere)} offloads to the CPU, which WSL2 cannot do "
+            f"({WSL_NO_OFFLOAD}); planned without offload for this card: " + "; ".join(given_up)
+        )
+        return profile, config
     if cls is not None:
         name = cls.profile_name(ampere)
         notes.append(
@@ -79,26 +148,37 @@ def _base_profile(gpu: GPU, classes: list[GPUClass], model: GemmaModel, notes: l
             f"(planned for {cls.memory_mib} MiB, {'bf16' if ampere else 'fp8'} KV cache)"
         )
         return name, load_profile(name)
-    smallest = classes[0]
-    try:
-        rec = recommend(model, gpu.total_bytes, gpu.compute_capability, gpu_name=gpu.name)
-    except FitError as exc:
-        raise LaunchError(
-            f"{gpu.name} has {gpu.total_bytes / GiB:.2f} GiB, less than the smallest profile's "
-            f"{smallest.memory_mib} MiB, and no configuration fits: {exc}",
-            code=1,
-        ) from exc
-    name = smallest.profile_name(ampere)
-    config = {k: v for k, v in load_profile(name).items() if k not in rec.plan.args}
-    config.update(rec.plan.args)
-    for dropped in ("cpu-offload-gb", "enforce-eager", "limit-mm-per-prompt"):
-        if dropped not in rec.plan.args:
-            config.pop(dropped, None)
+    profile, config, given_up = _planned_for_card(
+        gpu,
+        classes[0].profile_name(ampere),
+        model,
+        allow_offload=not wsl,
+        why=f"{gpu.name} has {gpu.total_bytes / GiB:.2f} GiB, less than the smallest profile's "
+        f"{classes[0].memory_mib} MiB" + (" (under WSL2, without CPU offload)" if wsl else ""),
+    )
     notes.append(
         f"auto: {gpu.name} ({gpu.total_bytes / GiB:.2f} GiB) is smaller than every profile; planned for this card "
-        f"from {name}: " + "; ".join(rec.concessions)
+        f"from {profile.split()[0]}: " + "; ".join(given_up)
     )
-    return f"{name} (planned for {gpu.total_bytes // MiB} MiB)", config
+    return profile, config
+
+
+def _refuse_offload_under_wsl(config: dict[str, Any], extra: list[str], profile: str) -> None:
+    """A named profile or GEMMA4_EXTRA_ARGS asking for CPU offload under WSL2 is refused (exit 1)."""
+    override = overrides_from_argv(extra).get("cpu-offload-gb")
+    if override is not None and float(override) > 0:
+        raise LaunchError(
+            f"GEMMA4_EXTRA_ARGS asks for --cpu-offload-gb {override}, but {WSL_NO_OFFLOAD}: remove it, "
+            "or run on a native Linux host",
+            code=1,
+        )
+    if override is None and float(config.get("cpu-offload-gb") or 0) > 0:
+        raise LaunchError(
+            f"profile {profile} offloads {config['cpu-offload-gb']} GiB to the CPU, but {WSL_NO_OFFLOAD}: "
+            "use GEMMA4_PROFILE=auto (it plans this card without offload, or says why nothing fits), or run on a "
+            "native Linux host",
+            code=1,
+        )
 
 
 def _correct_kv_dtype(config: dict[str, Any], extra: list[str], gpu: GPU, notes: list[str]) -> None:
@@ -147,15 +227,73 @@ def _listen_port(raw: str, extra: list[str]) -> int:
     return port
 
 
-def _check_fit(config: dict[str, Any], extra: list[str], gpu: GPU, model: GemmaModel) -> Plan:
+def _features_to_drop(
+    base: dict[str, Any], features: list[str], extra: list[str], gpu: GPU, model: GemmaModel
+) -> tuple[list[str], list[str]]:
+    """Why the features miss the card: (features any one of which, dropped, makes it fit; the features left).
+
+    When no single feature is to blame but dropping them all fits, all are named; when even that does not fit,
+    the features are not the problem and both lists are empty.
+    """
+
+    def fits(names: list[str]) -> bool:
+        config = {**apply_features(base, names), **overrides_from_argv(extra)}
+        return plan(model, from_mapping(config), gpu.total_bytes, gpu_name=gpu.name).fits
+
+    single = [f for f in features if fits([g for g in features if g != f])]
+    if single:
+        return single, [f for f in features if f != single[0]]
+    return (list(features), []) if fits([]) else ([], [])
+
+
+# Features that need a multimodal tower, which `language-model-only` (a text-only plan) never loads.
+TOWER_FEATURES = ("audio",)
+
+
+def _refuse_towers_the_profile_dropped(
+    config: dict[str, Any], features: list[str], profile: str, gpu: GPU | None
+) -> None:
+    """A text-only profile (planned so for a small card) cannot serve audio: refuse rather than serve it deaf."""
+    culprits = [name for name in features if name in TOWER_FEATURES]
+    if not culprits or not config.get("language-model-only"):
+        return
+    rest = [name for name in features if name not in culprits]
+    card = gpu.name if gpu is not None else "this GPU"
+    raise LaunchError(
+        f"the features {FEATURES_ENV}={','.join(features)} do not fit {card} with this profile: {profile} is "
+        f"text only (language-model-only) to fit the card, so no {' or '.join(culprits)} tower is loaded. Drop "
+        f"{' and '.join(culprits)}: {FEATURES_ENV}={','.join(rest) or 'none'} (compose) or the same list in "
+        "serving.features (Helm); or use a GPU with more memory",
+        code=1,
+    )
+
+
+def _check_fit(
+    config: dict[str, Any],
+    extra: list[str],
+    gpu: GPU,
+    model: GemmaModel,
+    base: dict[str, Any] | None = None,
+    features: list[str] | None = None,
+) -> Plan:
     try:
         args = from_mapping({**config, **overrides_from_argv(extra)})
-        result = plan(model, args, gpu.total_bytes, gpu_name=gpu.name)
+        result = plan(model, args, gpu.total_bytes, gpu_name=gpu.name, pcie=gpu.link)
     except (FitError, ValueError) as exc:
         raise LaunchError(f"cannot plan the resolved arguments: {exc}") from exc
+    if not result.fits and features and base is not None:
+        culprits, rest = _features_to_drop(base, features, extra, gpu, model)
+        if culprits:
+            which = " or ".join(culprits) if rest or len(culprits) == 1 else " and ".join(culprits)
+            raise LaunchError(
+                f"the features {FEATURES_ENV}={','.join(features)} do not fit {gpu.name} with this profile: "
+                f"{result.reason}. Drop {which}: {FEATURES_ENV}={','.join(rest) or 'none'} (compose) or the same "
+                "list in serving.features (Helm); or use a GPU with more memory",
+                code=1,
+            )
     if not result.fits:
         try:
-            rec = recommend(model, gpu.total_bytes, gpu.compute_capability, gpu_name=gpu.name)
+            rec = recommend(model, gpu.total_bytes, gpu.compute_capability, gpu_name=gpu.name, pcie=gpu.link)
             hint = "GEMMA4_PROFILE=auto, or these arguments: " + shlex.join(to_argv(rec.plan.args))
         except FitError as exc:
             hint = str(exc)
@@ -168,7 +306,9 @@ def _check_fit(config: dict[str, Any], extra: list[str], gpu: GPU, model: GemmaM
             "another GPU with GEMMA4_GPU, or"
         )
         fallback = (
-            plan(model, with_args(args, gpu_memory_utilization=lower), gpu.total_bytes, gpu_name=gpu.name)
+            plan(
+                model, with_args(args, gpu_memory_utilization=lower), gpu.total_bytes, gpu_name=gpu.name, pcie=gpu.link
+            )
             if (lower > 0)
             else None
         )
@@ -193,11 +333,17 @@ def resolve(
     gpu: GPU | None,
     classes: list[GPUClass] | None = None,
     model: GemmaModel | None = None,
+    wsl: bool | None = None,
 ) -> Resolved:
-    """Decide the profile and the config for ``gpu`` (None: nvidia-smi unavailable) from the environment."""
+    """Decide the profile and the config for ``gpu`` (None: nvidia-smi unavailable) from the environment.
+
+    ``wsl``: whether this runs under WSL2 (default: ``GEMMA4_WSL=1|0`` if set, else vLLM's own uname test).
+    """
     classes = classes or load_classes()
     model = model or GemmaModel.load()
     notes: list[str] = []
+    if wsl is None:
+        wsl = environ["GEMMA4_WSL"] == "1" if environ.get("GEMMA4_WSL") in ("0", "1") else in_wsl()
     try:
         extra = shlex.split(environ.get("GEMMA4_EXTRA_ARGS", ""))
     except ValueError as exc:
@@ -215,7 +361,7 @@ def resolve(
                 "GEMMA4_PROFILE=auto needs to see the GPU, and nvidia-smi is not available: give the container a "
                 "GPU (NVIDIA Container Toolkit), or name a profile (python -m deploy profiles lists them)"
             )
-        profile, config = _base_profile(gpu, classes, model, notes)
+        profile, config = _base_profile(gpu, classes, model, notes, wsl)
     else:
         try:
             config = load_profile(requested)
@@ -224,6 +370,19 @@ def resolve(
         profile = requested
         notes.append(f"profile {requested} (forced by GEMMA4_PROFILE)")
     config = dict(config)
+    base = config
+    try:
+        features = parse_features(environ.get(FEATURES_ENV))
+    except ProfileError as exc:
+        raise LaunchError(f"{FEATURES_ENV}: {exc}") from exc
+    if features:
+        try:
+            config = apply_features(config, features)
+        except ProfileError as exc:
+            raise LaunchError(f"{FEATURES_ENV}: {exc}") from exc
+        for name in features:
+            notes.append(f"feature {name} ({FEATURES_ENV}): {feature_summary(name)}")
+        _refuse_towers_the_profile_dropped(config, features, profile, gpu)
     if environ.get("GEMMA4_MODEL"):
         config["model"] = environ["GEMMA4_MODEL"]
         notes.append(f"model {config['model']} (GEMMA4_MODEL); the fit check still assumes Gemma 4 E2B W8A16")
@@ -232,12 +391,24 @@ def resolve(
         config["port"] = _listen_port(environ["GEMMA4_LISTEN_PORT"].strip(), extra)
         notes.append(f"port {config['port']} (GEMMA4_LISTEN_PORT)")
     result = None
+    if wsl:
+        _refuse_offload_under_wsl(config, extra, profile)
     if gpu is None:
         notes.append("no GPU information (nvidia-smi unavailable): the fit and free-memory checks are skipped")
     else:
         _correct_kv_dtype(config, extra, gpu, notes)
-        result = _check_fit(config, extra, gpu, model)
-    return Resolved(profile, config, extra, notes, result)
+        base = {**base, "kv-cache-dtype": config.get("kv-cache-dtype", "auto")}
+        result = _check_fit(config, extra, gpu, model, base, features)
+        if result.offload_seconds_per_step:
+            if gpu.pcie is None:
+                notes.append("nvidia-smi did not report the PCIe link: CPU offload is priced for PCIe 4.0 x16")
+            if result.offload_seconds_per_step > MAX_OFFLOAD_SECONDS_PER_STEP:
+                notes.append(
+                    f"warning: on this card's {result.pcie} the offload costs more than the "
+                    f"{MAX_OFFLOAD_SECONDS_PER_STEP * 1000:.0f} ms a step the profiles are planned for; a card with "
+                    "more lanes, or more memory, decodes faster"
+                )
+    return Resolved(profile, config, extra, notes, result, features)
 
 
 def write_config(resolved: Resolved, directory: Path) -> Path:
@@ -253,16 +424,18 @@ def write_config(resolved: Resolved, directory: Path) -> Path:
 
 
 def fit_summary(result: Plan) -> str:
-    """Two lines on what the plan expects of the GPU (modelled, not measured)."""
+    """Three lines on what the plan expects of the GPU (modelled, not measured)."""
     offloaded = -result.weights_by_component.get("cpu_offload", 0)
     return (
         f"fit (modelled, not measured): weights {result.weights_bytes / GiB:.2f} GiB on the GPU"
         f"{f' (+{offloaded / GiB:.2f} GiB offloaded to CPU)' if offloaded else ''}, overheads "
         f"{sum(o.bytes for k, o in result.overheads.items() if k != 'cuda_context') / GiB:.2f} GiB, KV cache "
-        f"{result.kv_cache_budget_bytes / GiB:.2f} GiB\n"
+        f"{result.kv_cache_budget_bytes / GiB:.2f} GiB (vLLM should log about {result.kv_cache_tokens:,} tokens)\n"
         f"     = {result.max_sequences_at_max_model_len} sequence(s) of {result.args['max-model-len']} tokens at "
-        f"{result.kv_cache_bytes_per_sequence / MiB:.1f} MiB each; budget {result.requested_bytes / GiB:.2f} GiB of "
-        f"{result.total_bytes / GiB:.2f} GiB"
+        f"{result.kv_cache_bytes_per_sequence / MiB:.1f} MiB each after a {result.safety_margin_bytes // MiB} MiB "
+        f"safety margin; budget {result.requested_bytes / GiB:.2f} GiB of {result.total_bytes / GiB:.2f} GiB, "
+        f"peak about {result.peak_bytes / GiB:.2f} GiB\n"
+        f"     {decode_note(result)}"
     )
 
 
@@ -287,30 +460,58 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def pick_gpu(gpus: list[GPU], environ: Mapping[str, str]) -> GPU:
-    """The GPU vLLM will use: the first visible one, or the index CUDA_VISIBLE_DEVICES names.
+    """The GPU vLLM will use: the first visible one, or the one CUDA_VISIBLE_DEVICES names first.
 
     nvidia-smi ignores CUDA_VISIBLE_DEVICES while CUDA honours it, so a host with several GPUs and
-    ``CUDA_VISIBLE_DEVICES=1`` must be planned for GPU 1. (In compose and Kubernetes the container sees
-    only its own GPU, which is then the first.)
+    ``CUDA_VISIBLE_DEVICES=1`` must be planned for GPU 1. An entry may be an index or a ``GPU-``/``MIG-`` UUID.
+    (In compose and Kubernetes the container sees only its own GPU, which is then the first.)
     """
     visible = environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    if visible.isdigit():
-        for gpu in gpus:
-            if gpu.index == int(visible):
-                return gpu
+    for gpu in gpus:
+        if (visible.isdigit() and gpu.index == int(visible) and not gpu.mig_profile) or (
+            visible and gpu.uuid == visible
+        ):
+            return gpu
     return gpus[0]
+
+
+def device_order(gpus: list[GPU], environ: Mapping[str, str]) -> str | None:
+    """``PCI_BUS_ID`` when different GPUs are visible and CUDA_DEVICE_ORDER is unset; raise on any other order.
+
+    CUDA numbers devices fastest first by default while nvidia-smi numbers them by PCI bus, so with mixed GPUs
+    "GPU 0" may be two different cards (vLLM warns about this too, vllm/platforms/cuda.py). The launcher makes
+    CUDA use nvidia-smi's order so the plan is for the card vLLM gets.
+    """
+    if len({g.name for g in gpus}) < 2:
+        return None
+    order = environ.get("CUDA_DEVICE_ORDER", "")
+    if not order:
+        return "PCI_BUS_ID"
+    if order != "PCI_BUS_ID":
+        raise LaunchError(
+            f"CUDA_DEVICE_ORDER={order} with different GPUs ({', '.join(sorted({g.name for g in gpus}))}): the "
+            "launcher cannot tell which card CUDA calls device 0. Unset CUDA_DEVICE_ORDER or set it to PCI_BUS_ID"
+        )
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
     """Resolve, print, exec vLLM (or stop with a message and exit 1/2)."""
+    if versions.announce():  # the engine's versions first; a transformers vLLM cannot run with stops here
+        return 2
     gpu = None
     try:
-        gpu = pick_gpu(detect(), os.environ)
+        gpus = detect()
+        order = device_order(gpus, os.environ)
+        gpu = pick_gpu(gpus, os.environ)
     except GPUError as exc:
         if (os.environ.get("GEMMA4_PROFILE") or "auto") == "auto":
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"warning: {exc}", file=sys.stderr)
+    except LaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
     try:
         resolved = resolve(os.environ, gpu)
     except LaunchError as exc:
@@ -319,6 +520,12 @@ def run(args: argparse.Namespace) -> int:
     directory = args.config_dir or Path(
         os.environ.get("GEMMA4_RESOLVED_DIR") or Path(tempfile.gettempdir()) / "gemma4-serve"
     )
+    if gpu is not None and order:
+        # vLLM inherits this through exec: CUDA's device 0 is then nvidia-smi's GPU the plan was made for.
+        os.environ["CUDA_DEVICE_ORDER"] = order
+        resolved.notes.append(
+            f"CUDA_DEVICE_ORDER={order}: different GPUs are visible; CUDA now numbers them as nvidia-smi does"
+        )
     path = write_config(resolved, directory)
     for note in resolved.notes:
         print(f"launch: {note}")

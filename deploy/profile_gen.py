@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from deploy.fit import GiB, MiB
+from deploy.fit import GiB, MiB, decode_note, default_max_num_batched_tokens, default_max_num_seqs
 from deploy.gpu import GPUClass, load_classes, parse_compute_capability
 from deploy.model import GemmaModel
 from deploy.profiles import MODEL_ID, PROFILES_DIR, SERVED_MODEL_NAME
@@ -29,8 +29,9 @@ FIXED = {"model": MODEL_ID, "served-model-name": SERVED_MODEL_NAME, "port": 8000
 
 def plan_class(model: GemmaModel, cls: GPUClass, variant: str) -> Recommendation:
     """The planner's recommendation for one class variant (``ada`` or ``ampere``)."""
-    cc = parse_compute_capability(cls.variants[variant]["compute_capability"])
-    return recommend(model, cls.total_bytes, cc)
+    info = cls.variants[variant]
+    cc = parse_compute_capability(info["compute_capability"])
+    return recommend(model, cls.total_bytes, cc, gpu_name=info["cards"][0], pcie=cls.pcie(variant))
 
 
 def _comment(text: str, bullet: bool = False) -> list[str]:
@@ -54,12 +55,25 @@ def render(model: GemmaModel, cls: GPUClass, variant: str) -> str:
         f"# Plan (modelled, not measured on a GPU): weights {p.weights_bytes / GiB:.2f} GiB on the GPU, KV cache "
         f"{p.kv_cache_budget_bytes / GiB:.2f} GiB",
         f"# = {p.max_sequences_at_max_model_len} sequences of {p.args['max-model-len']} tokens at "
-        f"{p.kv_cache_bytes_per_sequence / MiB:.1f} MiB each. Concessions:",
+        f"{p.kv_cache_bytes_per_sequence / MiB:.1f} MiB each after a {p.safety_margin_bytes // MiB} MiB safety margin.",
+        *_comment(decode_note(p) + "."),
+        *_comment(
+            f"Batch limits: max-num-seqs {p.args['max-num-seqs']}, max-num-batched-tokens "
+            f"{p.args['max-num-batched-tokens']}; vLLM 0.21.0's own defaults on the {info['cards'][0]} are "
+            f"{default_max_num_seqs(cls.total_bytes, info['cards'][0])} and "
+            f"{default_max_num_batched_tokens(cls.total_bytes, info['cards'][0])} (A100s keep the smaller pair)."
+        ),
+        "# Concessions:",
         *(line for c in rec.concessions for line in _comment(c, bullet=True)),
         "# A `vllm serve --config` file (keys are vLLM 0.21.0 flag names without the leading dashes).",
     ]
     body = {**FIXED, **p.args}
-    return "\n".join(lines) + "\n" + yaml.safe_dump(body, sort_keys=False, default_flow_style=None, width=200)
+    return "\n".join(lines) + "\n" + "".join(f"{key}: {_flow(value)}\n" for key, value in body.items())
+
+
+def _flow(value: object) -> str:
+    """One YAML value on one line: scalars plain, mappings in flow style (``{audio: 0, video: 0}``)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=200).strip().removesuffix("...").strip()
 
 
 def generate(model: GemmaModel | None = None, classes: list[GPUClass] | None = None) -> dict[str, str]:

@@ -19,6 +19,7 @@ _FLAGS: dict[str, str] = {
     "gpu-memory-utilization": "gpu_memory_utilization",
     "limit-mm-per-prompt": "limit_mm_per_prompt",
     "mm-processor-kwargs": "mm_processor_kwargs",
+    "language-model-only": "language_model_only",
 }
 
 
@@ -71,7 +72,7 @@ def from_mapping(config: dict[str, Any], base: ServeArgs | None = None) -> Serve
             kwargs = value if isinstance(value, dict) else json.loads(value)
             if "max_soft_tokens" in kwargs:
                 fields["image_soft_tokens"] = int(kwargs["max_soft_tokens"])
-        elif name == "enforce_eager":
+        elif name in ("enforce_eager", "language_model_only"):
             fields[name] = bool(value)
         elif name == "kv_cache_dtype":
             fields[name] = str(value)
@@ -91,7 +92,7 @@ def overrides_from_argv(argv: list[str]) -> dict[str, Any]:
     """
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for flag in _FLAGS:
-        if flag == "enforce-eager":
+        if flag in ("enforce-eager", "language-model-only"):
             parser.add_argument(f"--{flag}", action="store_true", default=None)
         else:
             parser.add_argument(f"--{flag}")

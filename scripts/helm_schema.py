@@ -14,8 +14,9 @@ The schema is built in five steps, so the docs and the schema cannot drift:
    Schema keywords (enums, patterns, bounds, `latest` refused, required keys, free-form maps). A key may use
    `*` for one path segment and `**` for any number of them; its keywords replace the generated ones and
    `null` removes one. Descriptions come from @param only, and every overlay key must match a value.
-4. The enums the project's own files decide: serving.profile is `auto` plus the profiles of deploy/profiles
-   (the list `make profiles` generates), engine.name and engine.variant come from deploy/engines.
+4. The names the project's own files decide: serving.profile is `auto` plus the profiles of deploy/profiles
+   (the list `make profiles` generates), serving.features the features of deploy/profiles/features,
+   engine.name and engine.variant come from deploy/engines.
 5. Every object whose keys are @params refuses unknown keys (additionalProperties: false), unless the
    overlay says otherwise for it; below an object the overlay opens, nothing is closed.
 """
@@ -110,7 +111,7 @@ def integer_types(schema: Schema, values: dict[str, Any]) -> None:
 
 
 def apply_overlay(schema: Schema, overlay: dict[str, Schema]) -> None:
-    """Step 3: each overlay key's keywords onto every node it matches."""
+    """Step 3 (and 4): each overlay key's keywords onto every node it matches."""
     every = nodes(schema)
     for key, keywords in overlay.items():
         if "description" in keywords:
@@ -126,17 +127,18 @@ def apply_overlay(schema: Schema, overlay: dict[str, Schema]) -> None:
                     node[word] = value
 
 
-def project_enums() -> dict[str, list[str]]:
-    """Step 4: the enums deploy/profiles and deploy/engines decide."""
+def project_names() -> dict[str, Schema]:
+    """Step 4: the names deploy/profiles and deploy/engines decide, as keywords per value key."""
     sys.path.insert(0, str(REPO))
     from deploy.engines import list_engines, load_engine
-    from deploy.profiles import list_profiles
+    from deploy.profiles import list_features, list_profiles
 
     variants = sorted({v for name in list_engines() for v in load_engine(name).data.get("variants") or {}})
     return {
-        "serving.profile": ["auto", *list_profiles()],
-        "engine.name": ["vllm", *list_engines()],
-        "engine.variant": ["", *variants],
+        "serving.profile": {"type": None, "enum": ["auto", *list_profiles()]},
+        "serving.features": {"items": {"enum": list_features()}},
+        "engine.name": {"type": None, "enum": ["vllm", *list_engines()]},
+        "engine.variant": {"type": None, "enum": ["", *variants]},
     }
 
 
@@ -160,10 +162,7 @@ def generate(chart: Path) -> Schema:
     overlay = json.loads((chart / OVERLAY).read_text())
     integer_types(generated, values)
     apply_overlay(generated, overlay.get("keys", {}))
-    by_path = {".".join(path): node for path, node in nodes(generated)}
-    for key, enum in project_enums().items():
-        by_path[key].pop("type", None)
-        by_path[key]["enum"] = enum
+    apply_overlay(generated, project_names())
     close_objects(generated)
     return {
         **HEADER,

@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
     )
     option("--burst", "burst", "concurrent streams in the burst check (default 4)", type=int)
+    option(
+        "--features",
+        "features",
+        "opt-in features the server runs, e.g. tools,reasoning,audio; `none`; `auto` (default) asks the server",
+        metavar="LIST",
+    )
     parser.add_argument("--junitxml", metavar="FILE", help="write JUnit XML, one test case per check [SMOKE_JUNITXML]")
     parser.add_argument("--json", metavar="FILE", help="write a JSON report [SMOKE_JSON]")
     parser.add_argument("--markdown", metavar="FILE", help="write a Markdown summary [SMOKE_MARKDOWN]")

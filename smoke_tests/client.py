@@ -7,6 +7,7 @@ expected, so the summary line for a failed check is enough to act on.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -57,18 +58,44 @@ class SmokeClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.base_url = settings.base_url
+        self.connections_reset = 0
+        self._http = self._new_pool()
+        # Pools replaced by fresh_connection(): closed at the end, so streams still running on them (the burst
+        # check runs several at once) are not cut off.
+        self._retired: list[httpx.Client] = []
+        self._lock = threading.Lock()
+
+    def _new_pool(self) -> httpx.Client:
         # trust_env=False: the suite talks to the server directly, never through an HTTP(S)_PROXY meant for
         # downloads (a proxy would answer for a dead server and hide the real status).
-        self._http = httpx.Client(
-            base_url=settings.base_url,
+        return httpx.Client(
+            base_url=self.settings.base_url,
             timeout=self.timeout(),
             trust_env=False,
             follow_redirects=False,
         )
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
+        """Close the connection pools."""
+        for pool in (*self._retired, self._http):
+            pool.close()
+
+    def fresh_connection(self) -> None:
+        """Drop every pooled connection, so the next request opens a new one.
+
+        Done after any error response and any transport error, as HTTP clients do: a server may close a
+        keep-alive connection after an error without saying so (uvicorn does after vLLM's 400s), and reusing
+        it would fail the next, unrelated check with a connection reset.
+        """
+        with self._lock:
+            self._retired.append(self._http)
+            self._http = self._new_pool()
+            self.connections_reset += 1
+
+    def _after(self, response: httpx.Response) -> httpx.Response:
+        if response.status_code >= 400:
+            self.fresh_connection()
+        return response
 
     def timeout(self, total: float | None = None, stream: bool = False) -> httpx.Timeout:
         """Per-phase timeouts: a stream may wait only ``stall_timeout_s`` between two pieces of data."""
@@ -82,20 +109,41 @@ class SmokeClient:
         return {"Authorization": f"Bearer {value}"} if value else {}
 
     def request(
-        self, method: str, path: str, *, key: str | bool | None = True, timeout: float | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        key: str | bool | None = True,
+        timeout: float | None = None,
+        close: bool = False,
+        **kwargs: Any,
     ) -> httpx.Response:
-        """One bounded request; transport failures become a :class:`CheckError` with advice."""
+        """One bounded request; transport failures become a :class:`CheckError` with advice.
+
+        ``close`` sends ``Connection: close``, so the connection is not reused afterwards. Requests meant to fail
+        use it: vLLM answers some errors (an over-long prompt, a bad image URL) from its catch-all exception
+        handler, after which uvicorn drops the keep-alive connection without saying so. A pooled connection
+        reused for the next check would then fail with ECONNRESET, a fault of the client, not of the server.
+        The next request opens a fresh connection, so a server that really died still fails it.
+        """
         where = f"{method} {path}"
+        headers = {**self.headers(key), **kwargs.pop("headers", {})}
+        if close:
+            headers["Connection"] = "close"
         try:
-            return self._http.request(method, path, headers=self.headers(key), timeout=self.timeout(timeout), **kwargs)
+            response = self._http.request(method, path, headers=headers, timeout=self.timeout(timeout), **kwargs)
         except httpx.ConnectError as exc:
+            self.fresh_connection()
             raise CheckError(f"{where}: cannot connect to {self.base_url} ({exc}); {LOGS_HINT}") from exc
         except httpx.TimeoutException as exc:
+            self.fresh_connection()
             raise CheckError(
                 f"{where}: no answer within {timeout or self.settings.timeout_s:g} s (--timeout); {LOGS_HINT}"
             ) from exc
         except httpx.HTTPError as exc:
+            self.fresh_connection()
             raise CheckError(f"{where}: {type(exc).__name__}: {exc}") from exc
+        return self._after(response)
 
     def json_ok(self, method: str, path: str, **kwargs: Any) -> Any:
         """The JSON body of a request that must answer 200."""
@@ -142,16 +190,23 @@ class SmokeClient:
                         stream.ttft_s = time.monotonic() - started
                     if time.monotonic() - started > limit:
                         raise CheckError(f"{where} still streaming after {limit:g} s (--timeout)")
+        except CheckError:
+            self.fresh_connection()  # an error status, a wrong content type or an overrun: start afresh
+            raise
         except httpx.ReadTimeout as exc:
+            self.fresh_connection()
             raise CheckError(
                 f"{where} stalled: no data for {self.settings.stall_timeout_s:g} s (--stall-timeout) after "
                 f"{len(stream.chunks)} chunk(s)"
             ) from exc
         except httpx.TimeoutException as exc:
+            self.fresh_connection()
             raise CheckError(f"{where}: {type(exc).__name__} after {time.monotonic() - started:.1f} s") from exc
         except httpx.ConnectError as exc:
+            self.fresh_connection()
             raise CheckError(f"{where}: cannot connect to {self.base_url} ({exc}); {LOGS_HINT}") from exc
         except httpx.HTTPError as exc:
+            self.fresh_connection()
             raise CheckError(f"{where}: {type(exc).__name__}: {exc}") from exc
         stream.elapsed_s = time.monotonic() - started
         return stream
@@ -190,11 +245,15 @@ class SmokeClient:
         try:
             response = self._http.request(method, path, headers=self.headers(), timeout=self.timeout(timeout), **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            self.fresh_connection()
             raise _RetryError(f"{where}: cannot connect ({exc})") from exc
         except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            self.fresh_connection()
             raise _RetryError(f"{where}: {type(exc).__name__}") from exc
         except httpx.HTTPError as exc:
+            self.fresh_connection()
             raise NotReadyError(f"{where}: {type(exc).__name__}: {exc}") from exc
+        self._after(response)
         if response.status_code in RETRY_STATUSES:
             raise _RetryError(f"{where} answered {response.status_code} ({excerpt(response)})")
         if response.status_code == 401:

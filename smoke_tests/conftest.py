@@ -13,10 +13,27 @@ import pytest
 
 from smoke_tests.client import CheckError, Ready, SmokeClient
 from smoke_tests.engines import Engine, engine
+from smoke_tests.features import Features, discover
 from smoke_tests.settings import DEFAULT_CONTEXT, Settings, resolve
 
 # The order checks run and are reported in: readiness first, the costly burst last.
-ORDER = ("ready", "models", "chat", "stream", "vision", "answers", "errors", "auth", "metrics", "burst")
+ORDER = (
+    "ready",
+    "models",
+    "chat",
+    "stream",
+    "vision",
+    "protocol",
+    "structured",
+    "tools",
+    "reasoning",
+    "audio",
+    "answers",
+    "errors",
+    "auth",
+    "metrics",
+    "burst",
+)
 SETTINGS_PLUGIN = "smoke-settings"
 
 
@@ -68,6 +85,12 @@ def model(readiness: Ready | CheckError) -> str:
     if isinstance(readiness, CheckError):
         pytest.skip("the server never became ready (see ready.server_ready)")
     return readiness.model
+
+
+@pytest.fixture(scope="session")
+def features(client: SmokeClient, settings: Settings, model: str) -> Features:
+    """The opt-in features the server runs (--features, or asked of the server); see smoke_tests.features."""
+    return discover(client, settings, model)
 
 
 @pytest.fixture(scope="session")

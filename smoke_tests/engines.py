@@ -45,6 +45,8 @@ class Engine:
     # /v1/models is behind the API key (llama.cpp leaves it public).
     models_need_key: bool
     not_checked: dict[str, str] = field(default_factory=dict)
+    # `response_format: json_schema` is enforced by constrained decoding (vLLM, SGLang and llama-server do).
+    structured_outputs: bool = True
 
     def require(self, expectation: str) -> Any:
         """The value of ``expectation``, or skip the calling check with the documented reason."""
@@ -163,7 +165,9 @@ GENERIC = Engine(
         "usage_own_chunk": "servers may attach usage to the last chunk",
         "metrics": "the OpenAI API defines no metrics endpoint",
         "models_need_key": "which paths an API key protects differs between servers",
+        "structured_outputs": "not every OpenAI-compatible server enforces `response_format: json_schema`",
     },
+    structured_outputs=False,
 )
 
 ENGINES = {e.name: e for e in (VLLM, SGLANG, LLAMACPP, GENERIC)}

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 SERVERS = ("vllm", "sglang", "llamacpp", "generic")
 LEVELS = ("protocol", "full")
+# Opt-in server features with checks of their own (deploy/profiles/features); `auto` asks the server.
+FEATURES = ("tools", "reasoning", "audio")
 # The context every deploy/profiles and deploy/engines file serves: the overflow check's size on a server that
 # does not report its own (llama.cpp), unless --max-model-len says otherwise.
 DEFAULT_CONTEXT = 32768
@@ -35,11 +37,20 @@ class Settings:
     # server does not report it).
     max_model_len: int | None = None
     burst: int = 4
+    features: str = "auto"
 
     @property
     def full(self) -> bool:
         """True when checks that need a real model to answer sensibly run too."""
         return self.level == "full"
+
+    @property
+    def feature_list(self) -> tuple[str, ...] | None:
+        """The features named by ``--features`` (empty for ``none``), or None for ``auto`` (ask the server)."""
+        words = [w.strip().lower() for w in self.features.replace(" ", ",").split(",") if w.strip()]
+        if words == ["auto"]:
+            return None
+        return tuple(dict.fromkeys(w for w in words if w != "none"))
 
 
 # option name -> (environment variable, type); the order is the order of `--help`.
@@ -54,6 +65,7 @@ ENV = {
     "stall_timeout_s": ("SMOKE_STALL_TIMEOUT", float),
     "max_model_len": ("SMOKE_MAX_MODEL_LEN", int),
     "burst": ("SMOKE_BURST", int),
+    "features": ("SMOKE_FEATURES", str),
 }
 # Where the API key may come from instead of SMOKE_API_KEY: a file (a Kubernetes or compose secret).
 API_KEY_FILE_ENV = "SMOKE_API_KEY_FILE"
@@ -115,3 +127,9 @@ def _validate(s: Settings) -> None:
         raise UsageError(f"--max-model-len must be the served context length in tokens, not {s.max_model_len}")
     if not 1 <= s.burst <= 64:
         raise UsageError(f"--burst must be between 1 and 64 concurrent streams, not {s.burst}")
+    words = [w.strip().lower() for w in s.features.replace(" ", ",").split(",") if w.strip()]
+    unknown = [w for w in words if w not in (*FEATURES, "none", "auto")]
+    if unknown or not words or ("auto" in words and len(words) > 1):
+        raise UsageError(
+            f"--features must be `auto`, `none` or a comma-separated list of {', '.join(FEATURES)}, not {s.features!r}"
+        )

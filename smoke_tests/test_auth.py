@@ -19,14 +19,15 @@ def _needs_key(settings: Settings) -> None:
 
 
 def _rejects(client: SmokeClient, server: Engine, model: str, key: str | None, label: str) -> None:
-    response = client.request("POST", "/v1/chat/completions", key=key, json=chat_body(model, "Hi", max_tokens=1))
+    body = chat_body(model, "Hi", max_tokens=1)
+    response = client.request("POST", "/v1/chat/completions", key=key, json=body, close=True)
     if response.status_code != 401:
         raise CheckError(
             f"POST /v1/chat/completions {label} answered {response.status_code}, expected 401: "
             f"the API key is not enforced ({excerpt(response)})"
         )
     if server.models_need_key:
-        listing = client.request("GET", "/v1/models", key=key)
+        listing = client.request("GET", "/v1/models", key=key, close=True)
         if listing.status_code != 401:
             raise CheckError(f"GET /v1/models {label} answered {listing.status_code}, expected 401")
 

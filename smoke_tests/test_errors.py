@@ -1,4 +1,8 @@
-"""Bad requests get the engine's documented status and error body, and the server keeps serving after each."""
+"""Bad requests get the engine's documented status and error body, and the server keeps serving after each.
+
+Each bad request goes out with ``Connection: close`` (see :meth:`SmokeClient.request`), so the follow-up
+completion runs on a fresh connection: it proves the server still serves, and fails if it died.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +41,8 @@ def _still_serves(client: SmokeClient, model: str, after: str) -> None:
 def test_unknown_model(client: SmokeClient, server: Engine, model: str) -> None:
     """An unknown model name gets 404 in the OpenAI error shape; the server still works."""
     status = server.require("unknown_model_status")
-    response = client.request("POST", "/v1/chat/completions", json=chat_body("no-such-model-smoke", "Hi", max_tokens=1))
+    body = chat_body("no-such-model-smoke", "Hi", max_tokens=1)
+    response = client.request("POST", "/v1/chat/completions", json=body, close=True)
     _rejected(response, (status, status), server, "a request for model 'no-such-model-smoke'")
     _still_serves(client, model, f"the {response.status_code} for an unknown model")
 
@@ -47,7 +52,8 @@ def test_prompt_too_long(client: SmokeClient, server: Engine, model: str, contex
     status = server.require("overflow_status")
     # Digits tokenize at least one token each, so this is well over the context length in tokens.
     prompt = " ".join(str(i) for i in range(context_length + 64))
-    response = client.request("POST", "/v1/chat/completions", json=chat_body(model, prompt, max_tokens=1))
+    body = chat_body(model, prompt, max_tokens=1)
+    response = client.request("POST", "/v1/chat/completions", json=body, close=True)
     _rejected(response, (status, status), server, f"a prompt over {context_length} tokens")
     _still_serves(client, model, f"the {response.status_code} for a too-long prompt")
 
@@ -56,6 +62,6 @@ def test_malformed_image_url(client: SmokeClient, server: Engine, model: str) ->
     """An image_url that is not a URL gets a client error (4xx on vLLM); the server still works."""
     statuses = server.require("bad_image_statuses")
     body = chat_body(model, image_content("not-a-url-or-data"), max_tokens=1)
-    response = client.request("POST", "/v1/chat/completions", json=body)
+    response = client.request("POST", "/v1/chat/completions", json=body, close=True)
     _rejected(response, statuses, server, "a malformed image URL")
     _still_serves(client, model, f"the {response.status_code} for a malformed image URL")

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Real vLLM 0.21.0 servers through the launcher (vllm_engines, vllm_main, ...), for any test directory.
+pytest_plugins = ["tests.fixtures.vllm_plugin"]
 
 
 @pytest.fixture(scope="session")

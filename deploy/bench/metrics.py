@@ -45,6 +45,8 @@ class RequestSample:
     images: int = 0
     error: str = ""
     note: str = ""
+    # Sent again once because the kept-alive connection it went out on had been closed by the server.
+    retries: int = 0
 
     @property
     def tpot(self) -> float | None:
@@ -66,6 +68,10 @@ class Slo:
     tpot_ms: float | None = None
     e2el_ms: float | None = None
 
+    def as_dict(self) -> dict[str, float]:
+        """The objectives that are set, as ``{"ttft_ms": 300.0, ...}``."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
     def is_set(self) -> bool:
         """Whether any objective is given (goodput is reported only then)."""
         return any(v is not None for v in (self.ttft_ms, self.tpot_ms, self.e2el_ms))
@@ -80,13 +86,48 @@ class Slo:
         return all(limit is None or limit / 1000.0 >= value for limit, value in checks)
 
 
-def summarize(values: Sequence[float], percentiles: Iterable[float] = DEFAULT_PERCENTILES) -> dict[str, float]:
-    """Mean, median, standard deviation and percentiles of ``values`` (seconds) in milliseconds.
+SLO_KEYS = ("ttft_ms", "tpot_ms", "e2el_ms")
 
-    Like vLLM, an empty list summarises as zeros (``np.mean(values or 0)``).
+
+def parse_slo(items: Iterable[str]) -> Slo:
+    """``["ttft_ms=300", "tpot_ms=50"]`` -> :class:`Slo`; ``ValueError`` naming the bad item and the fix.
+
+    Also takes ``ttft:300`` (the older ``--goodput`` spelling, vLLM's ``--goodput ttft:300``).
+    """
+    values: dict[str, float] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            name, sep, text = item.partition(":")
+            name = f"{name}_ms" if sep and not name.endswith("_ms") else name
+        if not sep or name not in SLO_KEYS:
+            raise ValueError(f"SLO {item!r} is not NAME=MILLISECONDS with NAME one of {', '.join(SLO_KEYS)}")
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"SLO {item!r}: {text!r} is not a number of milliseconds") from None
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"SLO {item!r}: the limit must be a positive number of milliseconds")
+        if name in values:
+            raise ValueError(f"SLO {name} is given twice")
+        values[name] = value
+    return Slo(**values)
+
+
+def summarize(values: Sequence[float], percentiles: Iterable[float] = DEFAULT_PERCENTILES) -> dict[str, float]:
+    """Mean, median, standard deviation and percentiles of ``values`` (seconds) in milliseconds, and ``count``.
+
+    Like vLLM, an empty list summarises as zeros (``np.mean(values or 0)``); ``count`` 0 tells such a zero
+    from a measured one (the tables print ``-`` for it). TPOT has no value for one-token answers, so a run
+    of them reports a TPOT of 0 in vLLM's output.
     """
     data = np.asarray(values if len(values) else [0.0], dtype=float) * 1000.0
-    summary = {"mean": float(np.mean(data)), "median": float(np.median(data)), "std": float(np.std(data))}
+    summary = {
+        "count": len(values),
+        "mean": float(np.mean(data)),
+        "median": float(np.median(data)),
+        "std": float(np.std(data)),
+    }
     for p in percentiles:
         summary[f"p{_pct_name(p)}"] = float(np.percentile(data, p))
     return summary
@@ -156,8 +197,38 @@ def compute_metrics(
         "e2el_ms": summarize([s.latency for s in ok], percentiles),
         "max_output_tokens_per_s": peak_rate,
         "max_concurrent_requests": peak_running,
+        # Requests whose output length the client had to count from messages (no usage from the server).
+        "estimated_output_tokens": sum(1 for s in ok if s.note.startswith("no usage")),
+        # Output tokens per streamed message: 1.0 when the server streams token by token. Above 1 it batched
+        # tokens into messages (stream interval, or an API server that fell behind its engine): ITL is then
+        # per message, and a whole answer in one message gives TTFT = E2EL and a TPOT of 0.
+        "tokens_per_message": total_output / messages if (messages := sum(1 + len(s.itl) for s in ok)) else None,
+        # Requests whose first token reached the client with (nearly) the last: the stream was held back and
+        # delivered in one burst (seen on a CPU-starved server), so their TTFT is their E2EL and TPOT ~0.
+        "held_back_requests": sum(1 for s in ok if held_back(s)),
         "request_goodput": None,
+        "slo": None,
+        "slo_met": None,
+        "failures": failure_causes(samples),
     }
     if slo is not None and slo.is_set():
-        metrics["request_goodput"] = sum(1 for s in ok if slo.met_by(s)) / duration_s
+        met = sum(1 for s in ok if slo.met_by(s))
+        metrics["request_goodput"] = met / duration_s
+        metrics["slo"] = slo.as_dict()
+        metrics["slo_met"] = met
     return metrics
+
+
+def held_back(sample: RequestSample) -> bool:
+    """Whether a multi-token answer arrived in one burst: its first token came after 90 % of its E2EL."""
+    return sample.success and sample.output_tokens > 1 and sample.ttft >= 0.9 * sample.latency
+
+
+def failure_causes(samples: Sequence[RequestSample]) -> list[dict[str, Any]]:
+    """Failed requests grouped by their error, most frequent first: ``{"cause", "count", "requests"}``."""
+    groups: dict[str, list[int]] = {}
+    for s in samples:
+        if not s.success:
+            groups.setdefault(s.error.splitlines()[0][:300] if s.error else "unknown", []).append(s.index)
+    ordered = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))
+    return [{"cause": cause, "count": len(indexes), "requests": indexes} for cause, indexes in ordered]

@@ -93,10 +93,10 @@ async def detect_format(client: ServerClient, card: dict[str, Any]) -> str:
 
 async def _json_field(client: ServerClient, path: str, key: str) -> Any:
     """``key`` of the JSON object at ``path``, or None when the endpoint is missing, fails or is not JSON."""
-    response = await client.try_get(path)
-    if response is None or response.status_code != 200:
+    reply = await client.try_get(path)
+    if reply is None or reply.status != 200:
         return None
     try:
-        return response.json().get(key)
+        return reply.json().get(key)
     except (ValueError, AttributeError):
         return None

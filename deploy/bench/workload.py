@@ -33,7 +33,9 @@ guy moment air teacher force education
 """
 _WORDS = tuple(_WORD_TEXT.split())
 # How many times the fit may ask the server to count before it settles for the closest length below.
-_MAX_COUNTS = 12
+_MAX_COUNTS = 16
+# What a count returns for a prompt the server refuses as longer than its context (an overshoot while fitting).
+TOO_LONG = 1 << 40
 
 
 @dataclass
@@ -100,7 +102,8 @@ async def fit_steps(
         )
     best = (0, base)
     seen: dict[int, int] = {0: base}
-    n = max(start, 1) if start else max(target - base, 1)
+    # Half the gap at first: a tokenizer that spends several tokens per step would overshoot the whole gap.
+    n = max(start, 1) if start else max((target - base) // 2, 1)
     for _ in range(_MAX_COUNTS):
         if n in seen or best[1] == target:
             break
@@ -113,6 +116,9 @@ async def fit_steps(
         above = min((w for w, t in seen.items() if t > target), default=None)
         if above is not None and above - below <= 1:
             break  # no step count hits the target exactly: keep the closest below
+        if tokens == TOO_LONG:
+            n = (below + n) // 2  # longer than the server takes: no slope to follow, halve the step
+            continue
         per_step = (tokens - base) / n
         step = round((target - tokens) / max(per_step, 0.1))
         if step == 0:
@@ -134,6 +140,12 @@ async def fit_prompt(
     return words, pad, tokens
 
 
+def _too_long(error: bytes) -> bool:
+    """Whether an error body says the prompt exceeds the model's context (vLLM, SGLang, llama.cpp wordings)."""
+    text = error.decode(errors="replace").lower()
+    return any(k in text for k in ("maximum context length", "context length", "exceeds the available context"))
+
+
 class PromptBuilder:
     """Builds prompts of exact length against one server, choosing the cheapest way it offers to count."""
 
@@ -147,24 +159,28 @@ class PromptBuilder:
     async def _tokenize_count(self, messages: list[dict[str, Any]]) -> int | None:
         """VLLM's ``POST /tokenize`` for a chat request; None if the server has no such endpoint."""
         body = {"model": self.model, "messages": messages, "add_generation_prompt": True}
-        try:
-            response = await self.client.http.post("/tokenize", json=body, timeout=60.0)
-        except Exception:
+        reply = await self.client.try_post_json("/tokenize", body, timeout=60.0)
+        if reply is not None and reply.status == 400 and self._tokenize and _too_long(reply.body):
+            return TOO_LONG  # vLLM's /tokenize refuses prompts beyond max_model_len
+        if reply is None or reply.status != 200:
             return None
-        if response.status_code != 200:
-            return None
         try:
-            count = response.json().get("count")
+            count = reply.json().get("count")
         except (ValueError, AttributeError):
             return None
         return int(count) if isinstance(count, int) else None
 
     async def _usage_count(self, messages: list[dict[str, Any]]) -> int:
         """The prompt length the server reports for a one-token chat completion of ``messages``."""
-        answer = await self.client.chat(
-            {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0},
-            timeout=self.count_timeout_s,
-        )
+        try:
+            answer = await self.client.chat(
+                {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0},
+                timeout=self.count_timeout_s,
+            )
+        except BenchError as exc:
+            if "answered 400" in str(exc) and _too_long(str(exc).encode()):
+                return TOO_LONG
+            raise
         usage = answer.get("usage") if isinstance(answer, dict) else None
         if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int):
             raise BenchError(
@@ -177,6 +193,8 @@ class PromptBuilder:
         """Count with ``/tokenize`` when the server has it and there are no images, else through usage."""
         if not images and self._tokenize is not False:
             tokens = await self._tokenize_count(messages)
+            if tokens == TOO_LONG:
+                return tokens
             self._tokenize = tokens is not None
             if tokens is not None:
                 self.method = "/tokenize"
@@ -185,15 +203,28 @@ class PromptBuilder:
         return await self._usage_count(messages)
 
     async def build(
-        self, requests: int, target: int, images: int, *, image_size: int = 512, seed: int = 0
+        self,
+        requests: int,
+        target: int,
+        images: int,
+        *,
+        image_size: int = 512,
+        seed: int = 0,
+        on_prompt: Callable[[], None] | None = None,
     ) -> list[Prompt]:
-        """``requests`` prompts of ``target`` tokens each (``target`` 0: a short unmeasured prompt)."""
+        """``requests`` prompts of ``target`` tokens each (``target`` 0: a short unmeasured prompt).
+
+        ``on_prompt`` is called once per prompt made (a progress bar: fitting 32k-token prompts takes a while).
+        """
+        tick = on_prompt or (lambda: None)
         urls = [
             [noise_png_data_url(image_size, seed * 100_003 + i * 17 + k) for k in range(images)]
             for i in range(requests)
         ]
         nonces = [(seed * 100_003 + i) % 1_000_000 for i in range(requests)]
         if target <= 0:
+            for _ in nonces:
+                tick()
             return [
                 Prompt(make_messages(n, 16, u, seed), None, images, False) for n, u in zip(nonces, urls, strict=True)
             ]
@@ -206,6 +237,7 @@ class PromptBuilder:
 
         words, pad, tokens = await fit_prompt(counter, builder(nonces[0], urls[0]), target, 0)
         prompts = [Prompt(make_messages(nonces[0], words, urls[0], seed, pad), tokens, images, tokens == target)]
+        tick()
         per_request = self._tokenize is True
         for nonce, url in zip(nonces[1:], urls[1:], strict=True):
             if per_request:
@@ -215,4 +247,5 @@ class PromptBuilder:
                 # Counting costs a prefill here: reuse the fitted text (the numbers have a fixed width, so the
                 # length is the same); each stream's usage chunk reports the real length.
                 prompts.append(Prompt(make_messages(nonce, words, url, seed, pad), None, images, False))
+            tick()
         return prompts

@@ -326,6 +326,7 @@ def test_vllm_gets_a_profile_name_and_overrides_only(repo: Path, no_env: Path, s
     assert vllm["environment"]["GEMMA4_PROFILE"] == "auto"
     assert set(vllm["environment"]) == {
         "GEMMA4_PROFILE",
+        "GEMMA4_FEATURES",
         "GEMMA4_MODEL",
         "GEMMA4_REVISION",
         "GEMMA4_EXTRA_ARGS",
@@ -534,3 +535,14 @@ def test_extra_args_examples_are_collected_from_every_place_they_are_written(tmp
         ("docs/x.md:1", ("--max-model-len", "8192")),
         ("docs/x.md:2", ("--kv-cache-dtyp", "fp8")),
     }
+
+
+def test_features_reach_the_launcher_and_the_smoke_suite_as_one_list(
+    repo: Path, no_env: Path, services: dict[str, Any]
+) -> None:
+    """GEMMA4_FEATURES names the opt-in features once: the launcher merges them, the suite checks the same list."""
+    assert services["vllm"]["environment"]["GEMMA4_FEATURES"] == ""
+    assert services["smoke"]["environment"]["SMOKE_FEATURES"] == "none"
+    chosen = render(repo, no_env, {"GEMMA4_FEATURES": "tools,reasoning"})["services"]
+    assert chosen["vllm"]["environment"]["GEMMA4_FEATURES"] == "tools,reasoning"
+    assert chosen["smoke"]["environment"]["SMOKE_FEATURES"] == "tools,reasoning"

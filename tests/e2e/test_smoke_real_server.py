@@ -2,7 +2,8 @@
 Gemma 4 text+vision checkpoint. Run as operators run it (`python -m smoke_tests`, a subprocess).
 
 At --level protocol every check that applies to a generic server passes, the image checks included (the tiny
-model's processor really turns the image into soft tokens). At --level full the answer checks fail, as they
+model's processor really turns the image into soft tokens), except the stop-string check, which catches a
+transformers serve bug (a 500 for any `stop`). At --level full the answer checks fail, as they
 must against random weights; test_smoke_faults shows the same checks passing against a stub that answers right.
 """
 
@@ -53,6 +54,30 @@ def outcomes(report: dict, outcome: str) -> dict[str, str]:
     return {c["name"]: c["message"] for c in report["checks"] if c["outcome"] == outcome}
 
 
+# transformers serve 5.23 answers any request with `stop` with a 500 when the model has a multimodal processor
+# ("'Gemma4Processor' object has no attribute 'get_vocab'" in its log): its bug, which the suite reports.
+TRANSFORMERS_SERVE_BUGS = {"protocol.stop_excluded": "answered 500"}
+# Not checked on --server generic: structured outputs are not a standard every server enforces; the features are
+# asked of vLLM only.
+GENERIC_FEATURES_OFF = {
+    "structured.json_schema",
+    "tools.forced_call[named]",
+    "tools.forced_call[required]",
+    "tools.arguments_streamed[named]",
+    "tools.arguments_streamed[required]",
+    "tools.tool_result_turn",
+    "tools.auto_calls_the_tool",
+    "tools.call_text_kept",
+    "reasoning.thinking_on",
+    "reasoning.thinking_off",
+    "reasoning.json_schema_enforced",
+    "audio.clip_reaches_the_model",
+    "audio.over_limit_refused",
+    "audio.long_clip_not_an_error",
+    "audio.spoken_question",
+}
+
+
 def test_protocol_level_passes_against_transformers_serve(cpu_server: str, tmp_path: Path) -> None:
     code, output, report = smoke(
         tmp_path,
@@ -66,10 +91,11 @@ def test_protocol_level_passes_against_transformers_serve(cpu_server: str, tmp_p
         "--markdown",
         str(tmp_path / "summary.md"),
     )
-    assert code == 0, output
-    assert outcomes(report, "failed") == {}
+    failed = outcomes(report, "failed")
+    assert code == 1 and set(failed) == set(TRANSFORMERS_SERVE_BUGS), output
+    assert all(fragment in failed[name] for name, fragment in TRANSFORMERS_SERVE_BUGS.items())
     skipped = outcomes(report, "skipped")
-    assert set(skipped) == GENERIC_NOT_CHECKED | ANSWER_CHECKS | {
+    assert set(skipped) == GENERIC_NOT_CHECKED | ANSWER_CHECKS | GENERIC_FEATURES_OFF | {
         "auth.missing_key_rejected",
         "auth.wrong_key_rejected",
         "auth.health_open",
@@ -87,8 +113,8 @@ def test_protocol_level_passes_against_transformers_serve(cpu_server: str, tmp_p
     cases = ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")
     assert len(list(cases)) == len(report["checks"])
     summary = (tmp_path / "summary.md").read_text()
-    assert summary.startswith("### gemma4-serve smoke: passed") and "| `vision.image[PNG]` | pass |" in summary
-    assert "passed, 0 failed" in output
+    assert summary.startswith("### gemma4-serve smoke: FAILED") and "| `vision.image[PNG]` | pass |" in summary
+    assert "passed, 1 failed" in output
 
 
 def test_full_level_fails_only_the_answer_checks_on_random_weights(cpu_server: str, tmp_path: Path) -> None:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.bench.metrics import RequestSample, Slo, compute_metrics, peak_output_rate, summarize
+from deploy.bench.metrics import (
+    RequestSample,
+    Slo,
+    compute_metrics,
+    failure_causes,
+    parse_slo,
+    peak_output_rate,
+    summarize,
+)
 
 
 def sample(index: int, *, start: float, ttft: float, itl: list[float], out: int, prompt: int = 10) -> RequestSample:
@@ -63,8 +71,76 @@ def test_goodput_counts_requests_meeting_every_slo() -> None:
     assert m["request_goodput"] == pytest.approx(2 / 4.0)  # a (exactly 500) and c
 
 
-def test_empty_summary_is_zeros_like_vllm() -> None:
-    assert summarize([]) == {"mean": 0.0, "median": 0.0, "std": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0}
+def test_empty_summary_is_zeros_like_vllm_with_a_count_of_zero() -> None:
+    empty = {"count": 0, "mean": 0.0, "median": 0.0, "std": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0}
+    assert summarize([]) == empty
+    assert summarize([0.001, 0.003])["count"] == 2
+
+
+def test_one_token_answers_report_no_tpot_not_a_measured_zero() -> None:
+    # TPOT p50 "0.0" used to look like a measurement; the count says nothing was measured
+    m = compute_metrics([sample(i, start=0.0, ttft=0.2, itl=[], out=1) for i in range(3)], 1.0)
+    assert m["tpot_ms"]["count"] == 0 and m["tpot_ms"]["p50"] == 0.0
+    assert m["ttft_ms"]["count"] == 3
+
+
+def test_goodput_reports_the_slo_and_how_many_met_it() -> None:
+    a = sample(0, start=0.0, ttft=0.2, itl=[0.1, 0.1, 0.1], out=4)
+    b = sample(1, start=0.0, ttft=0.4, itl=[0.3], out=2)
+    m = compute_metrics([a, b], 2.0, slo=Slo(ttft_ms=300))
+    assert m["slo"] == {"ttft_ms": 300} and m["slo_met"] == 1 and m["request_goodput"] == pytest.approx(0.5)
+    assert compute_metrics([a, b], 2.0)["request_goodput"] is None
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        (["ttft_ms=300", "tpot_ms=50"], Slo(ttft_ms=300, tpot_ms=50)),
+        (["e2el_ms=2000.5"], Slo(e2el_ms=2000.5)),
+        (["ttft:300"], Slo(ttft_ms=300)),  # vLLM's --goodput spelling
+        ([], Slo()),
+    ],
+)
+def test_slos_parse(items: list[str], expected: Slo) -> None:
+    assert parse_slo(items) == expected
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (["ttft=300"], "NAME=MILLISECONDS"),
+        (["ttft_ms"], "NAME=MILLISECONDS"),
+        (["itl_ms=5"], "one of ttft_ms, tpot_ms, e2el_ms"),
+        (["ttft_ms=fast"], "'fast' is not a number"),
+        (["ttft_ms=-1"], "positive"),
+        (["ttft_ms=nan"], "positive"),
+        (["ttft_ms=1", "ttft_ms=2"], "twice"),
+    ],
+)
+def test_slos_that_do_not_parse_say_why(items: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_slo(items)
+
+
+def test_failures_are_grouped_by_cause_most_frequent_first() -> None:
+    ok = sample(0, start=0.0, ttft=0.1, itl=[], out=1)
+    bad = [
+        RequestSample(index=1, error="HTTP 500: boom"),
+        RequestSample(index=2, error="the stream stalled: no data for 1 s (--stall-timeout)"),
+        RequestSample(index=3, error="HTTP 500: boom"),
+    ]
+    assert failure_causes([ok, *bad]) == [
+        {"cause": "HTTP 500: boom", "count": 2, "requests": [1, 3]},
+        {"cause": "the stream stalled: no data for 1 s (--stall-timeout)", "count": 1, "requests": [2]},
+    ]
+    assert compute_metrics([ok, *bad], 1.0)["failures"][0]["count"] == 2
+
+
+def test_estimated_output_tokens_are_counted() -> None:
+    measured = sample(0, start=0.0, ttft=0.1, itl=[0.1], out=2)
+    estimated = sample(1, start=0.0, ttft=0.1, itl=[0.1], out=2)
+    estimated.note = "no usage in the stream: output tokens counted from messages"
+    assert compute_metrics([measured, estimated], 1.0)["estimated_output_tokens"] == 1
 
 
 def test_peak_output_rate_counts_messages_per_second() -> None:
@@ -79,3 +155,22 @@ def test_peak_output_rate_counts_messages_per_second() -> None:
 def test_duration_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         compute_metrics([], 0.0)
+
+
+def test_tokens_per_message_shows_a_server_that_batched_tokens() -> None:
+    streamed = sample(0, start=0.0, ttft=0.1, itl=[0.1, 0.1, 0.1], out=4)  # 4 messages, 4 tokens
+    assert compute_metrics([streamed], 1.0)["tokens_per_message"] == pytest.approx(1.0)
+    lumped = sample(1, start=0.0, ttft=0.5, itl=[], out=256)  # the whole answer in one message
+    assert lumped.tpot == 0.0
+    assert compute_metrics([lumped], 1.0)["tokens_per_message"] == pytest.approx(256.0)
+    assert compute_metrics([], 1.0)["tokens_per_message"] is None
+
+
+def test_answers_delivered_in_one_burst_are_counted_as_held_back() -> None:
+    streamed = sample(0, start=0.0, ttft=0.05, itl=[0.01] * 9, out=10)
+    # 10 separate messages, all read at the very end: what a CPU-starved server's stream looks like
+    burst = sample(1, start=0.0, ttft=0.5, itl=[0.0] * 9, out=10)
+    one_token = sample(2, start=0.0, ttft=0.2, itl=[], out=1)  # TTFT = E2EL by definition: not a burst
+    m = compute_metrics([streamed, burst, one_token], 1.0)
+    assert m["held_back_requests"] == 1
+    assert m["tokens_per_message"] == pytest.approx(21 / 21)  # one token per message: not batched by the server

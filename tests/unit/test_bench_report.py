@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -135,29 +136,226 @@ def test_prompts_are_fitted_to_the_exact_length(per_word: int, target: int) -> N
     assert asyncio.run(count(make_messages(1, words, [], 0, pad))) == target
 
 
+def test_an_overshoot_past_the_servers_context_is_stepped_back_from() -> None:
+    from deploy.bench.workload import TOO_LONG
+
+    inner = fake_counter(4, base=7)  # a small tokenizer: 4 tokens per word; the server takes 1024 at most
+
+    async def count(messages: list[dict[str, Any]]) -> int:
+        tokens = await inner(messages)
+        return TOO_LONG if tokens > 1024 else tokens
+
+    for target in (256, 1000):
+        *_, tokens = asyncio.run(fit_prompt(count, lambda w, p: make_messages(1, w, [], 0, p), target, 0))
+        assert tokens == target
+
+
 def test_a_target_below_the_template_cost_is_refused() -> None:
     with pytest.raises(BenchError, match="shorter than the 7 tokens"):
         asyncio.run(fit_prompt(fake_counter(1, 7), lambda w, p: make_messages(1, w, [], 0, p), 5, 0))
 
 
-def test_format_falls_back_to_vllms_root_and_llamacpps_model_path() -> None:
-    import httpx
+class CannedClient:
+    """A ServerClient whose requests are answered from a table (path -> (status, JSON))."""
 
-    from deploy.bench.client import ServerClient
+    def __new__(cls, answers: dict[str, tuple[int, Any]]) -> Any:
+        from deploy.bench.client import Reply, ServerClient
+
+        class _Client(ServerClient):
+            async def request(self, method: str, path: str, **_: Any) -> Reply:
+                status, body = answers.get(path, (404, {"detail": "Not Found"}))
+                return Reply(status, json.dumps(body).encode())
+
+        return _Client("http://test")
+
+
+def test_format_falls_back_to_vllms_root_and_llamacpps_model_path() -> None:
     from deploy.bench.server_info import detect_format
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/props":
-            return httpx.Response(
-                200, json={"model_path": "/models/gemma-4-E2B-it-Q4_0.gguf", "build_info": "b11312-x"}
-            )
-        return httpx.Response(404)
+    client = CannedClient({"/props": (200, {"model_path": "/models/gemma-4-E2B-it-Q4_0.gguf", "build_info": "b1-x"})})
+    assert asyncio.run(detect_format(client, {"id": "gemma-4-e2b-it", "root": "88plug/Gemma4-E2B-it-W8A16"})) == "W8A16"
+    assert asyncio.run(detect_format(client, {"id": "gemma-4-e2b-it"})) == "Q4_0 GGUF"
+    assert asyncio.run(detect_format(CannedClient({}), {"id": "gemma-4-e2b-it"})) == "?"
 
-    async def detect(card: dict[str, Any]) -> str:
-        client = ServerClient("http://test")
-        client.http = httpx.AsyncClient(base_url="http://test", transport=httpx.MockTransport(handler))
-        async with client:
-            return await detect_format(client, card)
 
-    assert asyncio.run(detect({"id": "gemma-4-e2b-it", "root": "88plug/Gemma4-E2B-it-W8A16"})) == "W8A16"
-    assert asyncio.run(detect({"id": "gemma-4-e2b-it"})) == "Q4_0 GGUF"
+def test_engine_label_from_version_endpoints() -> None:
+    from deploy.bench.server_info import detect_engine
+
+    vllm = CannedClient({"/version": (200, {"version": "0.21.0"})})
+    assert asyncio.run(detect_engine(vllm, {"id": "m", "owned_by": "vllm"})) == "vLLM v0.21.0"
+    llamacpp = CannedClient({"/props": (200, {"build_info": "b11312-abc"})})
+    assert asyncio.run(detect_engine(llamacpp, {"id": "m", "owned_by": "llamacpp"})) == "llama.cpp b11312"
+
+
+def test_the_document_carries_summary_stages_requests_config_server_and_versions(tmp_path: Path) -> None:
+    runs = [run("vLLM v0.21.0", "W8A16", 1, ttft=0.1), run("vLLM v0.21.0", "W8A16", 8, ttft=0.3)]
+    path = tmp_path / "r.json"
+    report.write(
+        runs,
+        json_path=path,
+        markdown_path=None,
+        interrupted=True,
+        config={"concurrency": [1, 8]},
+        server={"engine": "vLLM v0.21.0"},
+        versions={"aiohttp": "3.14.5"},
+        created="2026-01-01T00:00:00Z",
+    )
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == 2 and doc["complete"] is False and doc["interrupted"] is True
+    assert (doc["config"], doc["server"], doc["versions"]) == (
+        {"concurrency": [1, 8]},
+        {"engine": "vLLM v0.21.0"},
+        {"aiohttp": "3.14.5"},
+    )
+    assert [row["batch"] for row in doc["summary"]] == [1, 8]
+    assert doc["summary"][1]["ttft_p50_ms"] == pytest.approx(300.0)
+    assert len(doc["runs"][0]["samples"]) == 4
+    assert report.load([path]) == doc["runs"]
+
+
+def test_schema_1_files_still_merge(tmp_path: Path) -> None:
+    old = tmp_path / "old.json"
+    old.write_text(
+        json.dumps({"tool": report.TOOL, "schema": 1, "interrupted": False, "runs": [run("e", "f", 1, ttft=0.1)]})
+    )
+    assert len(report.load([old])) == 1
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps({"tool": report.TOOL, "schema": 9, "runs": []}))
+    with pytest.raises(report.ReportError, match="schema 9"):
+        report.load([future])
+
+
+def test_writes_are_whole_or_absent(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "r.json"
+    report.write_atomic(path, "{}\n")
+    assert path.read_text() == "{}\n"
+    assert path.stat().st_mode & 0o777 == 0o666 & ~report._umask()  # not the temporary file's 0600
+
+    class WriteFailedError(Exception):
+        pass
+
+    import os
+
+    real_fdopen = os.fdopen
+
+    def failing_fdopen(*args: Any, **kwargs: Any) -> Any:
+        handle = real_fdopen(*args, **kwargs)
+        handle.write = lambda _data: (_ for _ in ()).throw(WriteFailedError())  # type: ignore[method-assign]
+        return handle
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "fdopen", failing_fdopen)
+        with pytest.raises(WriteFailedError):
+            report.write_atomic(path, "new content")
+    assert path.read_text() == "{}\n"  # the old file is untouched
+    assert sorted(p.name for p in path.parent.iterdir()) == ["r.json"]  # no temporary file left behind
+
+
+def test_output_paths_are_checked_before_a_run(tmp_path: Path) -> None:
+    assert report.check_writable(tmp_path / "new" / "dir" / "r.json") is None
+    assert "is a folder" in (report.check_writable(tmp_path) or "")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert "not a writable folder" in (report.check_writable(blocker / "r.json") or "")
+
+
+def test_the_card_table_is_filled_between_markers() -> None:
+    card = f"# Card\n\nintro\n\n{report.CARD_BEGIN}\n| old | table |\n{report.CARD_END}\n\nafter\n"
+    filled = report.fill_card(card, [run("vLLM v0.21.0", "W8A16", 1, ttft=0.1)])
+    assert "| old | table |" not in filled and filled.startswith("# Card\n\nintro\n\n")
+    assert filled.endswith(f"{report.CARD_END}\n\nafter\n")
+    assert "| vLLM v0.21.0 | W8A16 | 1 | 32k | 20.0 | 100 ms | 100 ms | not measured |" in filled
+    assert report.fill_card(filled, [run("vLLM v0.21.0", "W8A16", 8, ttft=0.2)]).count(report.CARD_BEGIN) == 1
+    with pytest.raises(report.ReportError, match="no table markers"):
+        report.fill_card("# Card without markers\n", [])
+
+
+def test_open_loop_stages_are_labelled_by_rate() -> None:
+    closed = run("vLLM v0.21.0", "W8A16", 4, ttft=0.1)
+    rated = {**run("vLLM v0.21.0", "W8A16", 4, ttft=0.1), "request_rate": 2.5}
+    unlimited = {**rated, "batch": None}
+    assert [report.load_label(r) for r in (closed, rated, unlimited)] == ["4", "2.5 req/s, max 4", "2.5 req/s"]
+    assert "| 2.5 req/s, max 4 |" in report.card_table([rated])
+
+
+def test_markdown_groups_failures_and_names_the_slo() -> None:
+    samples = [RequestSample(index=0, success=True, ttft=0.1, latency=0.2, output_tokens=2, itl=[0.1])]
+    samples += [RequestSample(index=i, error="HTTP 503: overloaded") for i in (1, 2)]
+    r = run("vLLM v0.21.0", "W8A16", 1, ttft=0.1)
+    from deploy.bench.metrics import Slo
+
+    r["metrics"] = compute_metrics(samples, 1.0, slo=Slo(ttft_ms=300))
+    md = report.markdown([r])
+    assert "| vLLM v0.21.0 | 1 | 2 | HTTP 503: overloaded |" in md
+    assert 'Goodput: requests per second that met every SLO of {"ttft_ms": 300}' in md
+    assert "| 1.00 (100 % met) |" in md
+
+
+@pytest.mark.parametrize(
+    ("points", "front"),
+    [
+        ([(10, 100), (20, 200), (30, 150), (40, 300)], [0, 1, 3]),
+        ([(10, 100), (10, 120), (5, 120)], [2]),  # same throughput at a lower latency dominates
+        ([(50, 10)], [0]),
+        ([], []),
+    ],
+)
+def test_pareto_front(points: list[tuple[float, float]], front: list[int]) -> None:
+    from deploy.bench.plot import pareto_front
+
+    assert pareto_front(points) == front
+
+
+def test_the_sweep_plot_is_a_png(tmp_path: Path) -> None:
+    from deploy.bench.plot import plot_sweep
+
+    runs = [run("vLLM v0.21.0", "W8A16", b, ttft=0.05 * b) for b in (1, 2, 4)]
+    path = tmp_path / "sweep.png"
+    plot_sweep(runs, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_poisson_arrivals_are_seeded_and_have_the_rate() -> None:
+    import math
+
+    from deploy.bench.runner import arrival_times
+
+    times = arrival_times(2000, 50.0, seed=1)
+    assert times == arrival_times(2000, 50.0, seed=1) and times != arrival_times(2000, 50.0, seed=2)
+    assert times[0] == 0.0 and all(b >= a for a, b in itertools.pairwise(times))
+    assert 2000 / times[-1] == pytest.approx(50.0, rel=0.1)
+    assert arrival_times(3, math.inf, seed=0) == [0.0, 0.0, 0.0]
+
+
+def test_comparison_table_puts_both_clients_side_by_side() -> None:
+    from deploy.bench.compare import comparison_table
+
+    r = run("vLLM v0.21.0", "W8A16", 4, ttft=0.1)
+    theirs = json.loads(json.dumps(r["metrics"]))
+    theirs["ttft_ms"]["p50"] = 80.0
+    r["compare_vllm"] = {"tool": "vllm bench serve 0.21.0", "metrics": theirs, "error": None}
+    table = comparison_table([r])
+    assert "| TTFT p50 (ms) | 100 | 80 | +25.0 % |" in table
+    assert "| completed requests | 4 | 4 | +0.0 % |" in table
+    r["compare_vllm"] = {"tool": "vllm bench serve 0.21.0", "metrics": None, "error": "boom\nlast line"}
+    assert "vllm bench serve failed: last line" in comparison_table([r])
+
+
+def test_the_agreement_check_compares_medians_and_skips_held_back_rounds() -> None:
+    from tests.fixtures.bench_agreement import agreement
+
+    def stage(ttft: float, theirs_ttft: float, held: int = 0) -> dict[str, Any]:
+        r = run("vLLM v0.21.0", "W8A16", 4, ttft=ttft)
+        r["metrics"]["held_back_requests"] = held
+        theirs = json.loads(json.dumps(r["metrics"]))
+        for p in ("p50", "p90", "p99"):
+            theirs["ttft_ms"][p] = theirs_ttft * 1000
+        r["compare_vllm"] = {"metrics": theirs}
+        return r
+
+    table, ok = agreement([[stage(0.100, 0.102)], [stage(0.100, 0.098)], [stage(0.5, 0.1, held=4)]], 5.0)
+    assert ok and "median of 2 of 3 rounds" in table and "| TTFT p50 (ms) | 100.000 | 100.000 | +0.0 % | yes |" in table
+    table, ok = agreement([[stage(0.100, 0.120)]], 5.0)
+    assert not ok and "| TTFT p50 (ms) | 100.000 | 120.000 | -16.7 % | NO |" in table
+    table, ok = agreement([[stage(0.5, 0.1, held=4)]], 5.0)
+    assert not ok and "no comparison" in table

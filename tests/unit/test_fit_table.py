@@ -27,3 +27,18 @@ def test_replace_block_needs_the_markers() -> None:
     assert replace_block(f"a\n{BEGIN}\nold\n{END}\nb", "new") == f"a\n{BEGIN}\nnew\n{END}\nb"
     with pytest.raises(ValueError, match="markers"):
         replace_block("no markers", "x")
+
+
+def test_readme_says_one_thing_about_8gb() -> None:
+    """Issue 18, item 7: "Other engines" must agree with the fit table's 8 GB rows, which the planner generates."""
+    from deploy.profiles import load_profile
+    from deploy.serve_args import from_mapping
+
+    text = (REPO / "README.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| 8 GB | **llama.cpp"))
+    assert "do not fit" not in row  # the old claim the table contradicted
+    ada, ampere = (from_mapping(load_profile(n)) for n in ("gpu-8gb", "gpu-8gb-ampere"))
+    assert ada.cpu_offload_gb > 0 and ampere.cpu_offload_gb > 0 and "CPU offload" in row
+    assert ada.max_model_len == ampere.max_model_len == 16384 and "a 16k context" in row
+    assert ada.language_model_only and not ampere.language_model_only and "no images" in row
+    assert "modelled, not measured" in row

@@ -62,9 +62,11 @@ def test_auto_picks_the_class_profile_and_kv_dtype(tmp_path: Path, card: str, pr
     assert "fit (modelled, not measured)" in proc.stdout
 
 
-def test_8gb_ada_gets_cpu_offload(tmp_path: Path) -> None:
-    assert launch(tmp_path, "8gb-ada").returncode == 0
+def test_8gb_ada_gets_cpu_offload_priced_for_its_link(tmp_path: Path) -> None:
+    proc = launch(tmp_path, "8gb-ada")
+    assert proc.returncode == 0, proc.stderr
     assert resolved(tmp_path)["cpu-offload-gb"] > 0
+    assert "over PCIe 4.0 x8" in proc.stdout and "tokens/s per stream" in proc.stdout
 
 
 def test_too_small_gpu_is_refused_naming_llama_cpp(tmp_path: Path) -> None:
@@ -136,10 +138,16 @@ def test_card_between_classes_gets_the_lower_class() -> None:
 
 
 def test_nvidia_smi_output_parsing(tmp_path: Path) -> None:
-    gpus = parse_query("0, NVIDIA L4, 23034, 22700, 8.9\n1, NVIDIA A10, 23028, 100, 8.6\n")
+    gpus = parse_query(
+        "0, GPU-1, NVIDIA L4, 23034, 22700, 8.9, 4, 16, [N/A]\n1, GPU-2, NVIDIA A10, 23028, 100, 8.6, 3, 8, [N/A]\n"
+    )
     assert [g.cc for g in gpus] == ["8.9", "8.6"] and gpus[1].free_bytes == 100 * 2**20
+    assert str(gpus[1].link) == "PCIe 3.0 x8" and gpus[0].uuid == "GPU-1"
     with pytest.raises(GPUError, match="compute_cap"):
-        parse_query("0, Old GPU, 8192, 8000, [N/A]")
+        parse_query("0, GPU-1, Old GPU, 8192, 8000, [N/A], 3, 16, [N/A]")
+    with pytest.raises(GPUError, match="not a number of MiB"):
+        parse_query("0, GPU-1, NVIDIA L4, [N/A], [N/A], 8.9, 4, 16, [N/A]")  # only a MIG parent may hide its memory
+    assert parse_query("0, GPU-1, NVIDIA L4, 23034, 22700, 8.9, [N/A], [N/A], [N/A]")[0].pcie is None
     fake_gpu.install(tmp_path, "NVIDIA-SMI has failed because it couldn't communicate with the driver", exit_code=9)
     with pytest.raises(GPUError, match="exit 9"):
         detect(str(tmp_path / "nvidia-smi"))
@@ -175,10 +183,14 @@ def test_launch_execs_vllm_with_the_resolved_config_and_the_secrets(tmp_path: Pa
 
 
 def test_pick_gpu_follows_cuda_visible_devices() -> None:
-    gpus = parse_query("0, NVIDIA RTX A4000, 16376, 16000, 8.6\n1, NVIDIA L4, 23034, 22700, 8.9\n")
+    gpus = parse_query(
+        "0, GPU-aa, NVIDIA RTX A4000, 16376, 16000, 8.6, 4, 16, [N/A]\n"
+        "1, GPU-bb, NVIDIA L4, 23034, 22700, 8.9, 4, 16, [N/A]\n"
+    )
     assert pick_gpu(gpus, {}).name == "NVIDIA RTX A4000"
     assert pick_gpu(gpus, {"CUDA_VISIBLE_DEVICES": "1"}).name == "NVIDIA L4"
-    assert pick_gpu(gpus, {"CUDA_VISIBLE_DEVICES": "GPU-uuid"}).name == "NVIDIA RTX A4000"
+    assert pick_gpu(gpus, {"CUDA_VISIBLE_DEVICES": "GPU-bb,GPU-aa"}).name == "NVIDIA L4"
+    assert pick_gpu(gpus, {"CUDA_VISIBLE_DEVICES": "GPU-unknown"}).name == "NVIDIA RTX A4000"
 
 
 def test_the_pods_port_replaces_the_profiles(tmp_path: Path) -> None:

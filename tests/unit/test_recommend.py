@@ -7,12 +7,12 @@ import json
 import pytest
 
 from deploy.__main__ import main
-from deploy.fit import FitError, GiB, MiB, plan
+from deploy.fit import FitError, GiB, MiB, PCIeLink, plan
 from deploy.gpu import load_classes, parse_compute_capability
 from deploy.model import GemmaModel
 from deploy.profile_gen import generate, stale
 from deploy.profiles import PROFILES_DIR, load_profile
-from deploy.recommend import MIN_FULL_SEQUENCES, recommend
+from deploy.recommend import MAX_OFFLOAD_SECONDS_PER_STEP, MIN_FULL_SEQUENCES, offload_cap_gib, recommend
 from deploy.serve_args import from_mapping
 
 MODEL = GemmaModel.load()
@@ -37,24 +37,53 @@ def test_each_profile_fits_its_class(cls, variant: str) -> None:
     """Planned independently of the generator: the committed file, read back, fits the class's memory."""
     name = cls.profile_name(variant == "ampere")
     args = from_mapping(load_profile(name))
-    result = plan(MODEL, args, cls.memory_mib * MiB)
+    result = plan(MODEL, args, cls.memory_mib * MiB, gpu_name=cls.variants[variant]["cards"][0])
     assert result.fits, f"{name}: {result.reason}"
-    assert result.max_sequences_at_max_model_len >= MIN_FULL_SEQUENCES
+    assert result.max_sequences_at_max_model_len >= MIN_FULL_SEQUENCES  # after the safety margin
+    assert result.peak_bytes <= cls.memory_mib * MiB  # the post-profile buffers fit on the card too
     cc = parse_compute_capability(cls.variants[variant]["compute_capability"])
     assert args.kv_cache_dtype == ("fp8" if cc >= (8, 9) else "auto")
-    assert args.max_model_len == 32768
+    assert args.max_model_len == (32768 if cls.memory_mib >= 9728 else 16384)
+    # Video and audio off in every profile: vLLM would otherwise accept 999 videos and profile a 32-frame one.
+    assert args.language_model_only or (args.limit("video") == 0 and args.limit("audio") == 0)
+    assert not args.tower_enabled("audio_tower")
 
 
-def test_8gb_needs_offload_and_fewer_sequences() -> None:
-    rec = recommend(MODEL, 8188 * MiB, (8, 9))
-    assert 0.5 <= rec.args.cpu_offload_gb <= 1.5
-    assert rec.args.max_num_seqs < 256 and rec.args.max_model_len == 32768
-    assert any("cpu-offload-gb" in c and "ms more per generated token" in c for c in rec.concessions)
+def test_8gb_needs_offload_and_concessions_priced_for_the_link() -> None:
+    """On PCIe 4.0 x8 (RTX 4060) the offload cap halves; what the planner gives up instead is in the profile."""
+    x16 = recommend(MODEL, 8188 * MiB, (8, 9), pcie=PCIeLink(4, 16))
+    x8 = recommend(MODEL, 8188 * MiB, (8, 9), pcie=PCIeLink(4, 8))
+    assert offload_cap_gib(PCIeLink(4, 16)) == 1.5 and offload_cap_gib(PCIeLink(4, 8)) == 0.75
+    assert 0 < x8.args.cpu_offload_gb <= 0.75 < x16.args.cpu_offload_gb <= 1.5
+    for rec in (x8, x16):
+        assert rec.args.max_num_seqs < 256
+        assert rec.plan.offload_seconds_per_step <= MAX_OFFLOAD_SECONDS_PER_STEP
+        assert any("cpu-offload-gb" in c and "tokens/s per stream" in c for c in rec.concessions)
+    assert "PCIe 4.0 x8" in " ".join(x8.concessions)
+    text = (PROFILES_DIR / "gpu-8gb.yaml").read_text()
+    assert "over PCIe 4.0 x8" in text and "tokens/s per stream" in text  # the decode rate in the header
+
+
+def test_a100_keeps_vllms_own_batch_defaults() -> None:
+    """vLLM 0.21.0 keeps 256 / 2048 on A100s (larger batches cost throughput there); the profile follows."""
+    a100 = load_profile("gpu-80gb-ampere")
+    h100 = load_profile("gpu-80gb")
+    assert (a100["max-num-seqs"], a100["max-num-batched-tokens"]) == (256, 2048)
+    assert (h100["max-num-seqs"], h100["max-num-batched-tokens"]) == (1024, 8192)
+    assert "A100s keep the smaller pair" in (PROFILES_DIR / "gpu-80gb-ampere.yaml").read_text()
+
+
+def test_wsl_plans_without_offload() -> None:
+    rec = recommend(MODEL, 10240 * MiB, (8, 6), allow_offload=False)
+    assert rec.args.cpu_offload_gb == 0
+    with pytest.raises(FitError, match="WSL2"):
+        recommend(MODEL, 8188 * MiB, (8, 9), allow_offload=False)
 
 
 def test_big_cards_make_no_costly_concession() -> None:
     rec = recommend(MODEL, 23028 * MiB, (8, 9))
     assert rec.args.cpu_offload_gb == 0 and not rec.args.enforce_eager and rec.args.max_num_seqs == 256
+    assert rec.args.limit_mm_per_prompt == {"audio": 0, "video": 0} and not rec.args.language_model_only
 
 
 def test_too_small_a_card_is_refused_with_the_llama_cpp_path() -> None:

@@ -181,6 +181,9 @@ serving.* settings, the fetch step, and none of the parts that query vLLM's metr
 {{- if .Values.serving.extraArgs -}}
 {{- $errors = append $errors (printf "serving.extraArgs are vLLM flags and never reach %s: put %s's own flags in engine.extraArgs (docs/engines.md)." $name $name) -}}
 {{- end -}}
+{{- if .Values.serving.features -}}
+{{- $errors = append $errors (printf "serving.features=%s are vLLM features (deploy/profiles/features) and never reach %s: leave serving.features empty, or use engine.name=vllm." (join "," .Values.serving.features) $name) -}}
+{{- end -}}
 {{- if or .Values.serving.model .Values.serving.revision -}}
 {{- $errors = append $errors (printf "serving.model and serving.revision choose vLLM's checkpoint; %s serves the one pinned in deploy/engines/%s.yaml. Leave them empty." $name $name) -}}
 {{- end -}}

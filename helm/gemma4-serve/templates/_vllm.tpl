@@ -58,6 +58,8 @@ secret files it is given.
   value: {{ ternary "1" "0" (or .Values.serving.offline .Values.fetch.enabled) | quote }}
 - name: GEMMA4_PROFILE
   value: {{ .Values.serving.profile | quote }}
+- name: GEMMA4_FEATURES
+  value: {{ join "," .Values.serving.features | quote }}
 - name: GEMMA4_EXTRA_ARGS
   value: {{ include "gemma4-serve.shellJoin" .Values.serving.extraArgs | quote }}
 # The launcher makes vLLM listen here (the profiles say 8000); probes, drain and Service follow.
