@@ -108,7 +108,7 @@ def test_the_launcher_merges_every_feature_into_the_profile(all_features: tuple)
     assert resolved["enable-auto-tool-choice"] is True and resolved["tool-call-parser"] == "gemma4"
     assert resolved["reasoning-parser"] == "gemma4"
     assert resolved["structured-outputs-config"] == {"enable_in_reasoning": True}
-    assert resolved["limit-mm-per-prompt"] == {"audio": 1}  # gpu-24gb's {audio: 0}, raised by the feature
+    assert resolved["limit-mm-per-prompt"] == {"audio": 1, "video": 0}  # gpu-24gb's audio 0 raised by the feature
     log = (workdir / "vllm.log").read_text()
     for feature in ("tools", "reasoning", "audio"):
         assert f"launch: feature {feature} (GEMMA4_FEATURES)" in log

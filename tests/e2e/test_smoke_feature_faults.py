@@ -23,7 +23,7 @@ BUG = "upstream issue 39130"
 # (fault, checks that must fail and no others, a fragment of the first listed check's message)
 FEATURE_FAULTS = [
     ("length_reported_as_stop", {"protocol.length_finish"}, "finish_reason is 'stop', not 'length'"),
-    ("stop_string_kept", {"protocol.stop_excluded"}, "stop string 'and' is in the content"),
+    ("stop_string_kept", {"protocol.stop_excluded"}, "stop string 'an' is in the content"),
     (
         "nondeterministic",
         {

@@ -12,6 +12,13 @@ from smoke_tests.__main__ import main
 # server and passing against a stub that answers right).
 ANSWER_CHECKS = frozenset({"answers.arithmetic", "answers.image_colour[red]", "answers.image_colour[blue]"})
 AUTH_CHECKS = frozenset({"auth.missing_key_rejected", "auth.wrong_key_rejected", "auth.health_open"})
+# The opt-in feature checks (docs/features.md) skip on a server started without those features.
+FEATURE_MODULES = ("tools.", "reasoning.", "audio.")
+
+
+def skipped_beyond_features(report: dict) -> set[str]:
+    """The skipped checks, less those of features the server was not started with."""
+    return {name for name in outcomes(report, "skipped") if not name.startswith(FEATURE_MODULES)}
 
 
 def smoke_runs() -> int:

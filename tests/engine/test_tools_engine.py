@@ -103,7 +103,10 @@ def test_probe_after_the_engine_is_sigkilled(vllm_bf16_fp8kv: LauncherServer) ->
     assert failed.returncode == 1 and failed.stderr.startswith("not healthy: "), failed.stderr
     # A 503 is possible for a moment before the API server is gone; then nothing answers.
     assert "503" in failed.stderr or "cannot connect" in failed.stderr, failed.stderr
-    assert server.process.wait(timeout=60) != 0, "the API server exited 0 after its engine died"
+    # The API server exits; its code was seen to be 0 (twice, on a loaded machine) as well as non-zero, so
+    # the code is not asserted: compose (`restart: unless-stopped`) and Kubernetes (`restartPolicy: Always`)
+    # restart the container either way, and the probe above already failed.
+    server.process.wait(timeout=60)
     deadline = time.monotonic() + 30
     while server.group_pids() and time.monotonic() < deadline:
         time.sleep(0.2)
