@@ -34,6 +34,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+# Imported here, not where used: without the bench extra (numpy), `python -m deploy bench` must answer with the
+# extra to install (deploy/__main__.py). aiohttp, matplotlib and tqdm stay lazy: every `python -m deploy`
+# (the image's health probe too) builds this parser.
+from deploy.bench.metrics import parse_slo
+
 T = TypeVar("T")
 
 
@@ -182,8 +187,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_options(args: argparse.Namespace) -> str | None:
     """A message for the first bad option, or None (options only: no file system, no network)."""
-    from deploy.bench.metrics import parse_slo
-
     if not args.base_url:
         return "--base-url is required, e.g. --base-url http://127.0.0.1:8000"
     if not args.base_url.startswith(("http://", "https://")):

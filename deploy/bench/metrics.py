@@ -199,9 +199,10 @@ def compute_metrics(
         "max_concurrent_requests": peak_running,
         # Requests whose output length the client had to count from messages (no usage from the server).
         "estimated_output_tokens": sum(1 for s in ok if s.note.startswith("no usage")),
-        # Output tokens per streamed message: 1.0 when the server streams token by token. Above 1 it batched
-        # tokens into messages (stream interval, or an API server that fell behind its engine): ITL is then
-        # per message, and a whole answer in one message gives TTFT = E2EL and a TPOT of 0.
+        # Output tokens per streamed message: about 1 when the server streams token by token (a little below
+        # with separate role and finish chunks, as vLLM sends). Well above 1 it batched tokens into messages
+        # (stream interval, or an API server that fell behind its engine): ITL is then per message, and a
+        # whole answer in one message gives TTFT = E2EL and a TPOT of 0.
         "tokens_per_message": total_output / messages if (messages := sum(1 + len(s.itl) for s in ok)) else None,
         # Requests whose first token reached the client with (nearly) the last: the stream was held back and
         # delivered in one burst (seen on a CPU-starved server), so their TTFT is their E2EL and TPOT ~0.
