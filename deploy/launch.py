@@ -227,6 +227,24 @@ def _listen_port(raw: str, extra: list[str]) -> int:
     return port
 
 
+def _shutdown_timeout(raw: str, extra: list[str]) -> int:
+    """GEMMA4_SHUTDOWN_TIMEOUT as whole seconds; refused when not one, or when GEMMA4_EXTRA_ARGS says otherwise.
+
+    vLLM 0.21.0 aborts every unfinished request on SIGTERM unless ``--shutdown-timeout`` is above 0. Where no
+    preStop hook drains the server first (compose: `docker stop` sends SIGTERM at once), this lets the streams
+    in flight finish; the container's stop grace period must be longer.
+    """
+    if not raw.isdigit():
+        raise LaunchError(f"GEMMA4_SHUTDOWN_TIMEOUT={raw!r} is not a whole number of seconds")
+    other = [v for v in _flag_values(extra, "--shutdown-timeout") if v != raw]
+    if other:
+        raise LaunchError(
+            f"GEMMA4_EXTRA_ARGS sets --shutdown-timeout {other[-1]}, but GEMMA4_SHUTDOWN_TIMEOUT={raw} is what the "
+            "container's stop grace period is sized for: remove --shutdown-timeout from the extra arguments"
+        )
+    return int(raw)
+
+
 def _features_to_drop(
     base: dict[str, Any], features: list[str], extra: list[str], gpu: GPU, model: GemmaModel
 ) -> tuple[list[str], list[str]]:
@@ -390,6 +408,11 @@ def resolve(
     if environ.get("GEMMA4_LISTEN_PORT", "").strip():
         config["port"] = _listen_port(environ["GEMMA4_LISTEN_PORT"].strip(), extra)
         notes.append(f"port {config['port']} (GEMMA4_LISTEN_PORT)")
+    if environ.get("GEMMA4_SHUTDOWN_TIMEOUT", "").strip():
+        config["shutdown-timeout"] = _shutdown_timeout(environ["GEMMA4_SHUTDOWN_TIMEOUT"].strip(), extra)
+        notes.append(
+            f"on SIGTERM, in-flight requests finish for up to {config['shutdown-timeout']} s (GEMMA4_SHUTDOWN_TIMEOUT)"
+        )
     result = None
     if wsl:
         _refuse_offload_under_wsl(config, extra, profile)

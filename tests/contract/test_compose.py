@@ -384,11 +384,26 @@ def test_vllm_gets_a_profile_name_and_overrides_only(repo: Path, no_env: Path, s
         "VLLM_ENGINE_READY_TIMEOUT_S",
         "HF_HUB_OFFLINE",
         "VLLM_API_KEY_FILE",
+        "GEMMA4_SHUTDOWN_TIMEOUT",
     }
     extra = "--max-num-seqs 16 --limit-mm-per-prompt.image 2"
     chosen = render(repo, no_env, {"GEMMA4_PROFILE": "gpu-12gb-ampere", "GEMMA4_EXTRA_ARGS": extra})
     assert chosen["services"]["vllm"]["environment"]["GEMMA4_PROFILE"] == "gpu-12gb-ampere"
     assert chosen["services"]["vllm"]["environment"]["GEMMA4_EXTRA_ARGS"] == extra
+
+
+def test_docker_stop_lets_vllm_drain_within_the_grace_period(services: dict[str, Any]) -> None:
+    """`docker stop` sends SIGTERM with no preStop drain: vLLM must finish in-flight requests (--shutdown-timeout,
+    through the launcher) and Docker must wait longer than that before SIGKILL (tests/e2e/test_compose_real.py)."""
+    vllm = services["vllm"]
+    timeout_s = int(vllm["environment"]["GEMMA4_SHUTDOWN_TIMEOUT"])
+    # compose renders Go durations, e.g. "1m30s".
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", vllm["stop_grace_period"])
+    assert parts, vllm["stop_grace_period"]
+    hours, minutes, seconds = (int(part or 0) for part in parts.groups())
+    grace_s = hours * 3600 + minutes * 60 + seconds
+    assert timeout_s > 0
+    assert grace_s >= timeout_s + 15  # vLLM's own exit takes seconds after the drain
 
 
 def test_vllm_never_downloads_and_prefetch_follows_the_offline_switch(

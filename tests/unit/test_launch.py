@@ -217,6 +217,20 @@ def test_a_bad_or_contradicted_listen_port_is_bad_input(env: dict[str, str], mes
     assert e.value.code == 2
 
 
+def test_compose_shutdown_timeout_reaches_vllm_and_a_bad_one_is_bad_input() -> None:
+    """compose's GEMMA4_SHUTDOWN_TIMEOUT becomes vLLM's --shutdown-timeout (drain on `docker stop`); unset, none."""
+    config = resolve({"GEMMA4_PROFILE": "gpu-24gb", "GEMMA4_SHUTDOWN_TIMEOUT": "60"}, None).config
+    assert config["shutdown-timeout"] == 60
+    assert "shutdown-timeout" not in resolve({"GEMMA4_PROFILE": "gpu-24gb"}, None).config
+    for env, message in [
+        ({"GEMMA4_SHUTDOWN_TIMEOUT": "1m"}, "GEMMA4_SHUTDOWN_TIMEOUT='1m' is not a whole number"),
+        ({"GEMMA4_SHUTDOWN_TIMEOUT": "60", "GEMMA4_EXTRA_ARGS": "--shutdown-timeout 5"}, "sets --shutdown-timeout 5"),
+    ]:
+        with pytest.raises(LaunchError, match=message) as e:
+            resolve({"GEMMA4_PROFILE": "gpu-24gb", **env}, None)
+        assert e.value.code == 2
+
+
 def test_the_probes_default_url_follows_the_listen_port() -> None:
     """The image's HEALTHCHECK runs `deploy probe` with the container's environment and no --url."""
     code = "from deploy.probe import DEFAULT_URL; print(DEFAULT_URL)"
