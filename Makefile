@@ -41,8 +41,11 @@ lint: tools ## ruff, yamllint, hadolint over the repository
 	@$(RUN) yamllint --strict .
 	@if compgen -G "docker/*/Dockerfile" >/dev/null; then $(RUN) hadolint docker/*/Dockerfile; fi
 
-test: lint ## Lint, then every test (unit, contract, e2e, real vLLM engine); what CI runs
-	@$(RUN) $(PY) -m pytest $(PYTEST_ARGS)
+# `make test-compose` (real Docker, minutes) runs tests/e2e/test_compose_real.py; `make test` leaves it out.
+NOT_COMPOSE := --ignore=tests/e2e/test_compose_real.py
+
+test: lint ## Lint, then every test (unit, contract, e2e, real vLLM engine) but test-compose's; CI runs both
+	@$(RUN) $(PY) -m pytest $(NOT_COMPOSE) $(PYTEST_ARGS)
 
 test-unit: tools ## Only the unit tests (fast)
 	@$(RUN) $(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -51,10 +54,11 @@ test-contract: tools ## Only the contract tests (vLLM parser, compose, helm, had
 	@$(RUN) $(PY) -m pytest tests/contract $(PYTEST_ARGS)
 
 test-e2e: tools ## Only the end-to-end tests against real CPU servers and fault stubs
-	@$(RUN) $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+	@$(RUN) $(PY) -m pytest tests/e2e $(NOT_COMPOSE) $(PYTEST_ARGS)
 
 test-compose: tools ## Only `make up` for real: Docker Engine (started if need be), the real Dockerfiles, compose.yaml, vLLM on CPU
-	@$(RUN) $(PY) -m pytest tests/e2e/test_compose_real.py $(PYTEST_ARGS)
+	@# The module stops the dockerd it started; stopping it here too covers a run killed mid-way.
+	@$(RUN) $(PY) -m pytest tests/e2e/test_compose_real.py $(PYTEST_ARGS); rc=$$?; scripts/docker-engine.sh stop; exit $$rc
 
 # ---- Real vLLM 0.21.0 (CPU build) through the launcher: docs/real-engine.md ---------------------------
 .PHONY: test-engine compare-vllm-parsers
