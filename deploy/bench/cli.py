@@ -691,7 +691,7 @@ class _VllmComparison:
 
     def run(self, run: dict[str, Any], stopped: Callable[[], bool]) -> None:
         """Run vLLM's client on ``run``'s prompts and load; store its numbers and ours side by side."""
-        from deploy.bench.vllm_bench import VllmBenchError, bench_args, headline, write_dataset
+        from deploy.bench.vllm_bench import VllmBenchError, bench_args, headline, request_records, write_dataset
 
         assert self._tmp is not None
         prompts = run["prompts"]
@@ -712,16 +712,18 @@ class _VllmComparison:
         )
         print(f"{_cell_label(run['batch'], run['request_rate'] or math.inf, 0)}: vllm bench serve ...", file=sys.stderr)
         try:
-            theirs = headline(self._bench.run(argv, stopped=stopped))
-            error = None
+            result = self._bench.run(argv, stopped=stopped)
+            theirs, records, error = headline(result), request_records(result), None
         except VllmBenchError as exc:
-            theirs, error = None, str(exc)
+            theirs, records, error = None, [], str(exc)
             print(f"error: {exc}", file=sys.stderr)
         run["compare_vllm"] = {
             "tool": f"vllm bench serve {self._bench.version}",
             "command": ["vllm", "bench", "serve", *argv],
             "metrics": theirs,
             "error": error,
+            # vLLM's own per-request numbers, so that rounds can be pooled (make bench-agreement).
+            "samples": records,
         }
 
 
