@@ -364,3 +364,27 @@ def test_the_agreement_check_pools_requests_of_rounds_and_skips_held_back_rounds
     assert not ok and "| TTFT p50 (ms) | 100.000 | 120.000 | -16.7 % | NO |" in table
     table, ok = agreement([[stage(0.5, 0.1, held=4)]], 5.0)
     assert not ok and "no comparison" in table
+
+
+def test_prefix_cache_counters_sum_vllms_series_and_give_the_share_between_two_readings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import httpx
+
+    from deploy.bench.cli import _cached_share
+    from deploy.bench.server_info import prefix_cache_counters
+
+    text = (
+        "# HELP vllm:prefix_cache_hits_total Prefix cache hits, in terms of number of cached tokens.\n"
+        'vllm:prefix_cache_hits_total{engine="0",model_name="m"} 96.0\n'
+        'vllm:prefix_cache_hits_total{engine="1",model_name="m"} 32.0\n'
+        'vllm:prefix_cache_queries_total{engine="0",model_name="m"} 256.0\n'
+        'vllm:prefix_cache_queries_created{engine="0",model_name="m"} 1.7e9\n'
+    )
+    answers = iter([httpx.Response(200, text=text), httpx.Response(200, text="other 1\n"), httpx.Response(404)])
+    monkeypatch.setattr(httpx, "get", lambda *a, **k: next(answers))
+    assert prefix_cache_counters("http://x") == (128.0, 256.0)
+    assert prefix_cache_counters("http://x") is None  # no such series: not a vLLM, or too old
+    assert prefix_cache_counters("http://x") is None
+    assert _cached_share((100.0, 1000.0), (228.0, 1256.0)) == 0.5
+    assert _cached_share((100.0, 1000.0), (100.0, 1000.0)) is None and _cached_share(None, (1.0, 2.0)) is None
