@@ -276,7 +276,7 @@ def stack(engine: Engine, repo: Path, vllm_python: str, tmp_path_factory: pytest
     (secrets / "keys").mkdir(mode=0o700)
     api_key = secrets / "keys" / "api-key"
     api_key.write_text(API_KEY + "\n")
-    api_key.chmod(0o644)
+    api_key.chmod(0o600)  # `umask 077` in docs/workstation.md, "Secrets": smoke must still read it
     token = secrets / "keys" / "hf-token"
     token.write_text(HF_TOKEN + "\n")
     token.chmod(0o600)
