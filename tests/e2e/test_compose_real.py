@@ -497,6 +497,7 @@ def _stream(url: str, headers: dict[str, str], max_tokens: int, first: threading
     except httpx.HTTPError as exc:
         out["error"] = repr(exc)
     finally:
+        out["ended"] = time.monotonic()
         first.set()
 
 
@@ -518,6 +519,9 @@ def test_docker_stop_drains_in_flight_streams(up: Stack) -> None:
     up.timings["docker stop (drain)"] = time.monotonic() - started
     for thread in threads:
         thread.join(120)
+    # Every stream was still in flight when `docker stop` began (else nothing was drained) ...
+    assert all(r["ended"] > started for r in results), "a stream ended before `docker stop`: raise max_tokens"
+    # ... and finished in full: without a drain vLLM 0.21.0 aborts them on SIGTERM.
     lost = [r for r in results if not (r.get("done") and r.get("completion_tokens") == max_tokens)]
     assert not lost, f"streams lost by `docker stop`: {lost}"
     assert all(r["finish_reason"] == "length" for r in results)
