@@ -136,8 +136,8 @@ test-features: tools ## The real-vLLM feature tests with two more engine starts 
 .PHONY: profiles gpu-check gpu-check-cpu
 GPU_CHECK_ARGS ?=
 profiles: tools ## Regenerate deploy/profiles/gpu-*.yaml and the README fit table from the fit planner
-	@$(RUN) $(PY) -m deploy.profile_gen
-	@$(RUN) $(PY) -m deploy.fit_table --write
+	@$(RUN) $(PY) -m deploy.planner.generate
+	@$(RUN) $(PY) -m deploy.planner.table --write
 
 # No `tools` prerequisite: a GPU machine for this check may have no route to PyPI (docs/fit.md).
 gpu-check: ## On a GPU machine (offline, checkpoint cached): vLLM per profile, measured vs planned -> reports/gpu-check/

@@ -26,7 +26,7 @@ import pytest
 from rich.console import Console
 
 from smoke_tests import __version__
-from smoke_tests.conftest import SETTINGS_PLUGIN
+from smoke_tests.plugin import SETTINGS_PLUGIN
 from smoke_tests.report import Collector, RunReport, markdown, print_table, write_json
 from smoke_tests.settings import ENV, LEVELS, SERVERS, Settings, UsageError, resolve
 

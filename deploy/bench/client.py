@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from deploy.bench.metrics import RequestSample
+from deploy.errors import DeployError
 
 if TYPE_CHECKING:
     import aiohttp
     import httpx
 
 
-class BenchError(Exception):
+class BenchError(DeployError):
     """The benchmark cannot run (server unreachable, wrong model, bad answer); the message says what to fix."""
 
 

@@ -17,11 +17,12 @@ from typing import Any, Protocol
 import httpx
 
 from deploy.bench.client import error_text
+from deploy.errors import DeployError
 from deploy.quality.kl import merge_duplicates
 from deploy.quality.prompts import KLPrompt
 
 
-class SourceError(Exception):
+class SourceError(DeployError):
     """A source cannot give logprobs; the message names the source, the problem and the fix."""
 
 

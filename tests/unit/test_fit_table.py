@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from deploy.fit_table import BEGIN, END, replace_block, table
+from deploy.planner.table import BEGIN, END, replace_block, table
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_readme_table_is_current() -> None:
     text = (REPO / "README.md").read_text()
-    assert replace_block(text, table()) == text, "run `python -m deploy.fit_table --write`"
+    assert replace_block(text, table()) == text, "run `python -m deploy.planner.table --write`"
 
 
 def test_table_has_every_class_and_the_refusal_threshold() -> None:
@@ -31,8 +31,8 @@ def test_replace_block_needs_the_markers() -> None:
 
 def test_readme_says_one_thing_about_8gb() -> None:
     """Issue 18, item 7: "Other engines" must agree with the fit table's 8 GB rows, which the planner generates."""
+    from deploy.planner.args import from_mapping
     from deploy.profiles import load_profile
-    from deploy.serve_args import from_mapping
 
     text = (REPO / "README.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| 8 GB | **llama.cpp"))

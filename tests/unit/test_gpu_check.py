@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from deploy.fit import GiB, MiB
-from deploy.gpu import GPU, load_classes
-from deploy.gpu_check import CheckError, Target, choose_targets, compare, parse_log, predict, predicted_figures
-from deploy.model import GemmaModel
+from deploy.launcher.gpu import GPU
+from deploy.launcher.gpu_check import CheckError, Target, choose_targets, compare, parse_log, predict, predicted_figures
+from deploy.planner.budget import GiB, MiB
+from deploy.planner.gpu_classes import load_classes
+from deploy.planner.model import GemmaModel
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = sorted((REPO / "docs" / "gpu-check").glob("*.json"))

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy.gpu import GPU, GPUError, detect, parse_query
-from deploy.launch import LaunchError, pick_gpu, resolve
+from deploy.launcher.gpu import GPU, GPUError, detect, parse_query
+from deploy.launcher.resolve import LaunchError, pick_gpu, resolve
 from deploy.profiles import DEFAULT_REVISION, MODEL_ID
 from tests.fixtures import fake_gpu
 
@@ -219,7 +219,7 @@ def test_a_bad_or_contradicted_listen_port_is_bad_input(env: dict[str, str], mes
 
 def test_the_probes_default_url_follows_the_listen_port() -> None:
     """The image's HEALTHCHECK runs `deploy probe` with the container's environment and no --url."""
-    code = "from deploy.probe import DEFAULT_URL; print(DEFAULT_URL)"
+    code = "from deploy.launcher.probe import DEFAULT_URL; print(DEFAULT_URL)"
     run = lambda **env: subprocess.run(  # noqa: E731
         [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(REPO), **env}, check=True
     ).stdout.strip()

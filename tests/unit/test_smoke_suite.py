@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from smoke_tests.__main__ import EXIT_USAGE, main
-from smoke_tests.engines import ENGINES, error_shape_problem
 from smoke_tests.report import CheckResult, RunReport, markdown
+from smoke_tests.servers import ENGINES, error_shape_problem
 from smoke_tests.settings import Settings, UsageError, resolve
 from smoke_tests.sse import parse_lines
 from smoke_tests.test_metrics import exposed

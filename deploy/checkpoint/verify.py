@@ -23,8 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deploy.checkpoint import QUANTIZED_SUFFIXES, CheckpointError, TensorInfo, read_header, snapshot_files
-from deploy.fetch import (
+from deploy.checkpoint.fetch import (
     FetchError,
     add_checkpoint_arguments,
     cached_snapshot,
@@ -32,6 +31,8 @@ from deploy.fetch import (
     snapshot_commit,
     unpinned_note,
 )
+from deploy.checkpoint.weights import QUANTIZED_SUFFIXES, CheckpointError, TensorInfo, read_header, snapshot_files
+from deploy.errors import DeployError
 from deploy.profiles import is_commit
 
 REQUIRED_FILES: tuple[tuple[str, ...], ...] = (
@@ -48,7 +49,7 @@ MUST_STAY_UNQUANTIZED = re.compile(r"(vision_tower|audio_tower|embed_vision|embe
 DECODER_LINEAR = re.compile(r"language_model\.layers\.\d+\..*(_proj|_gate)$")
 
 
-class VerifyError(ValueError):
+class VerifyError(DeployError, ValueError):
     """The snapshot is not what the bundle serves; the message names the file or module and the fix."""
 
 

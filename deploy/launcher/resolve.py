@@ -16,7 +16,7 @@
    ``vllm serve --config <resolved.yaml> [GEMMA4_EXTRA_ARGS]``.
 
 Before all that it prints the vLLM, torch and transformers versions and refuses a transformers that vLLM
-0.21.0 cannot serve Gemma 4 with (:mod:`deploy.versions`).
+0.21.0 cannot serve Gemma 4 with (:mod:`deploy.launcher.versions`).
 
 Exit codes (when nothing is exec'd): 0 dry run, 1 will not fit, 2 bad input.
 """
@@ -36,8 +36,11 @@ from typing import Any
 
 import yaml
 
-from deploy import versions
-from deploy.fit import (
+from deploy.errors import UsageError
+from deploy.launcher import versions
+from deploy.launcher.gpu import GPU, GPUError, class_for, detect, in_wsl
+from deploy.planner.args import from_mapping, overrides_from_argv
+from deploy.planner.budget import (
     CUDA_CONTEXT_BYTES,
     FitError,
     GiB,
@@ -48,8 +51,9 @@ from deploy.fit import (
     plan,
     with_args,
 )
-from deploy.gpu import GPU, GPUClass, GPUError, class_for, detect, in_wsl, load_classes
-from deploy.model import GemmaModel
+from deploy.planner.gpu_classes import GPUClass, load_classes
+from deploy.planner.model import GemmaModel
+from deploy.planner.recommend import LLAMA_CPP_HINT, MAX_OFFLOAD_SECONDS_PER_STEP, recommend
 from deploy.profiles import (
     DEFAULT_REVISION,
     FEATURES_ENV,
@@ -60,14 +64,12 @@ from deploy.profiles import (
     parse_features,
     to_argv,
 )
-from deploy.recommend import LLAMA_CPP_HINT, MAX_OFFLOAD_SECONDS_PER_STEP, recommend
-from deploy.serve_args import from_mapping, overrides_from_argv
 
 # vLLM 0.21.0's quantized kernels for this checkpoint need sm_80+ (bf16 activations); Turing has no bf16.
 MIN_COMPUTE_CAPABILITY = (8, 0)
 
 
-class LaunchError(RuntimeError):
+class LaunchError(UsageError, RuntimeError):
     """The launcher stops: ``code`` 1 when it will not fit, 2 for bad input; the message says what to do."""
 
     def __init__(self, message: str, code: int = 2) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from deploy.errors import DeployError
+
 # The launcher makes vLLM listen on GEMMA4_LISTEN_PORT when it is set (the image's HEALTHCHECK runs with the
 # container's environment, so it follows), else on the profiles' 8000.
 DEFAULT_URL = f"http://127.0.0.1:{os.environ.get('GEMMA4_LISTEN_PORT', '').strip() or 8000}"
@@ -25,7 +27,7 @@ DEFAULT_TIMEOUT_S = 10.0
 LOGS_HINT = "check the server's logs (`make logs`, or `kubectl logs`)"
 
 
-class ProbeError(Exception):
+class ProbeError(DeployError):
     """The server is not healthy or not ready; the message says why and what to check."""
 
 

@@ -25,7 +25,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from deploy.model import DECODER_LAYER_COMPONENTS, GemmaModel
+from deploy.errors import UsageError
+from deploy.planner.model import DECODER_LAYER_COMPONENTS, GemmaModel
 
 MiB = 1024**2
 GiB = 1024**3
@@ -121,7 +122,7 @@ class PCIeLink:
 DEFAULT_PCIE = PCIeLink()
 
 
-class FitError(ValueError):
+class FitError(UsageError, ValueError):
     """Bad planner input; the message names the value and the fix."""
 
 
