@@ -95,13 +95,15 @@ test-engines: tools ## SGLang/llama.cpp argument checks incl. SGLang's own parse
 .PHONY: helm-docs test-helm
 HELM_TOOLS_BIN = $(shell $(BOOTSTRAP) env | sed -n 's/^HELM_TOOLS_BIN=//p')
 
-helm-docs: ## Regenerate the chart README's values table from the @param comments in values.yaml
+helm-docs: ## Regenerate the chart README's values table and values.schema.json from the @param comments in values.yaml
 	@$(BOOTSTRAP) helm
 	@$(HELM_TOOLS_BIN)/readme-generator -v helm/gemma4-serve/values.yaml -r helm/gemma4-serve/README.md
+	@$(RUN) HELM_TOOLS_BIN="$(HELM_TOOLS_BIN)" $(PY) scripts/helm_schema.py
 
 test-helm: tools ## Only the chart's tests: Helm 3+4 lint/render, kubernetes-validate, schema, policy scan
 	@$(RUN) $(PY) -m pytest tests/contract/test_helm_chart.py tests/contract/test_helm_render.py \
-		tests/contract/test_helm_values.py tests/contract/test_helm_metrics.py tests/contract/test_helm_engines.py $(PYTEST_ARGS)
+		tests/contract/test_helm_values.py tests/contract/test_helm_metrics.py tests/contract/test_helm_engines.py \
+		tests/contract/test_helm_properties.py tests/contract/test_helm_sources.py $(PYTEST_ARGS)
 
 # ---- Benchmark and quality (docs/benchmarks.md) ------------------------------------------------------
 .PHONY: bench bench-overhead bench-agreement
@@ -135,9 +137,10 @@ test-features: tools ## The real-vLLM feature tests with two more engine starts 
 # ---- Fit planner (issue 6) ----------------------------------------------------------------------
 .PHONY: profiles gpu-check gpu-check-cpu
 GPU_CHECK_ARGS ?=
-profiles: tools ## Regenerate deploy/profiles/gpu-*.yaml and the README fit table from the fit planner
+profiles: tools ## Regenerate deploy/profiles/gpu-*.yaml, the README fit table and the chart schema's profile list
 	@$(RUN) $(PY) -m deploy.planner.generate
 	@$(RUN) $(PY) -m deploy.planner.table --write
+	@$(RUN) HELM_TOOLS_BIN="$(HELM_TOOLS_BIN)" $(PY) scripts/helm_schema.py
 
 # No `tools` prerequisite: a GPU machine for this check may have no route to PyPI (docs/fit.md).
 gpu-check: ## On a GPU machine (offline, checkpoint cached): vLLM per profile, measured vs planned -> reports/gpu-check/

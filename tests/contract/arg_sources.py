@@ -91,7 +91,8 @@ def launcher_cases() -> list[ArgCase]:
 
 
 def helm_cases(repo: Path) -> list[ArgCase]:
-    """What the launcher execs in the vLLM pod of each `ci/*-values.yaml`, from the environment Helm renders.
+    """What the launcher execs in the vLLM pod of each chart case (every `ci/*-values.yaml`, every profile forced
+    by name), from the environment Helm renders.
 
     Read from `helm template` output (not from the values), so the chart's shell quoting and its port are under
     test too: the launcher resolves the rendered GEMMA4_* variables exactly as in the pod (a forced profile with
@@ -106,14 +107,14 @@ def helm_cases(repo: Path) -> list[ArgCase]:
     out_dir = Path(tempfile.mkdtemp(prefix="gemma4-helm-cases-"))
     l4 = GPU(0, "NVIDIA L4", 23034 * 1024**2, 22700 * 1024**2, (8, 9))
     cases = []
-    for values, rendered in helm_chart.render_every_ci().items():
+    for case, rendered in helm_chart.render_cases().items():
         server = helm_chart.container(rendered.one("Deployment"))
         if server["name"] != "vllm":
             continue  # another engine: its engine.extraArgs are checked in test_engine_args.py
         env = {k: v for k, v in helm_chart.env_of(server).items() if k.startswith("GEMMA4_") and isinstance(v, str)}
         resolved = resolve(env, l4 if env["GEMMA4_PROFILE"] == "auto" else None)
-        path = write_config(resolved, out_dir / values.stem)
-        cases.append(ArgCase(str(values.relative_to(repo)), ("--config", str(path), *resolved.extra_args)))
+        path = write_config(resolved, out_dir / case.name)
+        cases.append(ArgCase(case.source, ("--config", str(path), *resolved.extra_args)))
     return cases
 
 

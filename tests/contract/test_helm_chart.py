@@ -1,5 +1,7 @@
 """helm/gemma4-serve against the real tools: Helm 4 and Helm 3, kubernetes-validate, check-jsonschema, checkov.
 
+Each check runs over every case of helm_chart.cases(): the ci/ values files and every profile forced by name.
+
 No Kubernetes API server runs here, so nothing is installed: server-side validation, scheduling on GPUs,
 pulling the images and `helm test` itself are not exercised (the chart README says so).
 """
@@ -21,17 +23,15 @@ import yaml
 
 from deploy.profiles import list_profiles
 from tests.conftest import require_tool
-from tests.contract.helm_chart import CHART, KUBE_VERSIONS, ci_values, template, tools_bin
+from tests.contract.helm_chart import CHART, KUBE_VERSIONS, Case, cases, profile_case, render, template, tools_bin
 
 pytestmark = pytest.mark.contract
 
-CI_FILES = ci_values()
-# Profiles another branch adds (issue 6); listed so the enum test holds before and after that merge.
-UPCOMING_PROFILES = {"gpu-10gb", "gpu-10gb-ampere"}
+CASES = cases()
 
 
-def ids(path: Path) -> str:
-    return path.name.removesuffix("-values.yaml")
+def ids(case: Case) -> str:
+    return case.name
 
 
 # ---- CRD kinds: kubernetes-validate has no schema for them, so each gets an explicit one here ---------
@@ -203,11 +203,11 @@ def validation_errors(doc: dict[str, Any], kube_version: str) -> list[str]:
 # ---- helm lint / template with both major versions --------------------------------------------------
 
 
-@pytest.mark.parametrize("values", CI_FILES, ids=ids)
-def test_lint_strict_with_helm_4_and_3(values: Path) -> None:
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_lint_strict_with_helm_4_and_3(case: Case) -> None:
     for helm in (require_tool("helm"), str(tools_bin() / "helm3")):
         proc = subprocess.run(
-            [helm, "lint", "--strict", str(CHART), "-f", str(values)], capture_output=True, text=True, timeout=60
+            [helm, "lint", "--strict", str(CHART), *case.args], capture_output=True, text=True, timeout=60
         )
         assert proc.returncode == 0, f"{helm}:\n{proc.stdout}{proc.stderr}"
 
@@ -218,10 +218,10 @@ def test_helm_versions_are_3_and_4() -> None:
         assert version.startswith(major), version
 
 
-@pytest.mark.parametrize("values", CI_FILES, ids=ids)
-def test_helm_3_renders_what_helm_4_renders(values: Path) -> None:
-    four = template(values)
-    three = template(values, helm=str(tools_bin() / "helm3"))
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_helm_3_renders_what_helm_4_renders(case: Case) -> None:
+    four = render(case)
+    three = template(case, helm=str(tools_bin() / "helm3"))
     assert four.ok and three.ok, four.stderr + three.stderr
     assert three.docs == four.docs
 
@@ -229,16 +229,16 @@ def test_helm_3_renders_what_helm_4_renders(values: Path) -> None:
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 def test_every_rendered_document_is_valid(kube_version: str) -> None:
     errors = []
-    for values in CI_FILES:
-        rendered = template(values, kube_version=kube_version)
-        assert rendered.ok, f"{values.name}: {rendered.stderr}"
-        errors += [f"{values.name}: {e}" for d in rendered.docs for e in validation_errors(d, kube_version)]
+    for case in CASES:
+        rendered = render(case, kube_version=kube_version)
+        assert rendered.ok, f"{case.name}: {rendered.stderr}"
+        errors += [f"{case.name}: {e}" for d in rendered.docs for e in validation_errors(d, kube_version)]
     assert not errors, "\n".join(errors)
 
 
 def test_the_ci_matrix_renders_every_crd_kind() -> None:
     """Each CRD schema above is used: the ci files between them render every one of those kinds."""
-    seen = {(d["apiVersion"], d["kind"]) for v in CI_FILES for d in template(v).docs}
+    seen = {(d["apiVersion"], d["kind"]) for case in CASES for d in render(case).docs}
     assert set(CRD_SCHEMAS) <= seen, set(CRD_SCHEMAS) - seen
 
 
@@ -270,12 +270,12 @@ def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_values_files_pass_the_schema_with_check_jsonschema(tmp_path: Path) -> None:
-    """values.yaml, and each ci file as Helm sees it (merged over values.yaml), against values.schema.json."""
+    """values.yaml, and each case as Helm sees it (merged over values.yaml), against values.schema.json."""
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     files = [CHART / "values.yaml"]
-    for values in CI_FILES:
-        files.append(tmp_path / values.name)
-        files[-1].write_text(yaml.safe_dump(merged(defaults, yaml.safe_load(values.read_text()))))
+    for case in CASES:
+        files.append(tmp_path / f"{case.name}-values.yaml")
+        files[-1].write_text(yaml.safe_dump(merged(defaults, case.values())))
     proc = subprocess.run(
         [require_tool("check-jsonschema"), "--schemafile", str(CHART / "values.schema.json"), *map(str, files)],
         capture_output=True,
@@ -304,18 +304,15 @@ def test_schema_is_self_contained() -> None:
 
 
 def test_profile_enum_is_auto_plus_every_profile() -> None:
-    assert set(schema()["properties"]["serving"]["properties"]["profile"]["enum"]) == {
-        "auto",
-        *list_profiles(),
-        *UPCOMING_PROFILES,
-    }
+    assert schema()["properties"]["serving"]["properties"]["profile"]["enum"] == ["auto", *list_profiles()]
 
 
-def test_every_profile_has_a_ci_values_file() -> None:
+def test_every_profile_is_a_case_and_has_no_values_file() -> None:
+    """The profile list, not a file per profile, feeds the matrix: every profile the schema admits is a case."""
     for name in schema()["properties"]["serving"]["properties"]["profile"]["enum"]:
         if name != "auto":
-            path = CHART / "ci" / f"profile-{name}-values.yaml"
-            assert yaml.safe_load(path.read_text()) == {"serving": {"profile": name}}, path
+            assert profile_case(name) in CASES, name
+    assert not list(CHART.glob("ci/profile-*")), "a profile is a case by name, not a ci/ file"
 
 
 def test_every_value_is_in_the_schema() -> None:
@@ -380,14 +377,14 @@ def accepted_findings() -> dict[str, str]:
 
 
 def test_checkov_finds_nothing_beyond_the_accepted_list(tmp_path: Path) -> None:
-    for values in CI_FILES:
+    for case in CASES:
         rendered = subprocess.run(
-            [require_tool("helm"), "template", "gemma4", str(CHART), "-n", "llm", "-f", str(values)],
+            [require_tool("helm"), "template", "gemma4", str(CHART), "-n", "llm", *case.args],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-        (tmp_path / f"{ids(values)}.yaml").write_text(rendered)
+        (tmp_path / f"{case.name}.yaml").write_text(rendered)
     proc = subprocess.run(
         [str(tools_bin() / "checkov"), "-d", str(tmp_path), "--framework", "kubernetes", "--quiet", "-o", "json"],
         capture_output=True,

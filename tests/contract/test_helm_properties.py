@@ -1,4 +1,5 @@
-"""Properties every release of helm/gemma4-serve must have, checked on what Helm renders for every ci/ values file.
+"""Properties every release of helm/gemma4-serve must have, checked on what Helm renders for every case
+(each ci/ values file, each profile forced by name).
 
 Each test states one rule for all rendered objects at once (every selector selects something, every routed
 path is behind the API key or public on purpose, the NetworkPolicy admits the documented clients...), so a new
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.contract.helm_chart import NAMESPACE, RELEASE, Rendered, ci_values, container, render_every_ci
+from tests.contract.helm_chart import NAMESPACE, RELEASE, Rendered, cases, ci_values, container, render_cases
 
 pytestmark = pytest.mark.contract
 
@@ -26,14 +27,14 @@ Doc = dict[str, Any]
 
 @pytest.fixture(scope="module")
 def releases() -> dict[str, Rendered]:
-    """Every ci/ values file, rendered once: name (``ingress``) -> manifests."""
-    return {path.name.removesuffix("-values.yaml"): r for path, r in render_every_ci().items()}
+    """Every case, rendered once: name (``ingress``, ``profile-gpu-8gb``) -> manifests."""
+    return {case.name: r for case, r in render_cases().items()}
 
 
 def values_of(name: str) -> dict[str, Any]:
-    """The ci/ values file ``name`` as written (empty when it sets nothing)."""
-    [path] = [p for p in ci_values() if p.name == f"{name}-values.yaml"]
-    return yaml.safe_load(path.read_text()) or {}
+    """The values of case ``name`` as written (empty when its file sets nothing)."""
+    [case] = [c for c in cases() if c.name == name]
+    return case.values()
 
 
 # ---- label selectors ------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""What helm/gemma4-serve renders: structural checks on the manifests Helm 4 produces from the ci/ values files.
+"""What helm/gemma4-serve renders: structural checks on the manifests Helm 4 produces for the chart's cases.
 
 Each test asserts one property the issue asks for (probes, rollout, shm, GPU, security, secrets, drain,
 Service, NetworkPolicy, autoscaling, monitoring, helm test), on parsed YAML rather than on snapshots.
@@ -18,18 +18,21 @@ import pytest
 import yaml
 
 from deploy.__main__ import build_parser
-from deploy.profiles import load_profile
+from deploy.profiles import list_profiles, load_profile
 from tests.conftest import require_tool
+from tests.contract import helm_chart
 from tests.contract.arg_sources import helm_cases
 from tests.contract.helm_chart import (
     CHART,
     FULLNAME,
     NAMESPACE,
     RELEASE,
+    Case,
     Rendered,
-    ci_values,
+    cases,
     container,
     env_of,
+    profile_case,
     rendered_text,
     template,
 )
@@ -77,12 +80,18 @@ def test_vllm_runs_the_images_launcher_with_no_arguments(default: Rendered) -> N
     assert env["GEMMA4_EXTRA_ARGS"] == ""
 
 
-@pytest.mark.parametrize("path", sorted(CI.glob("profile-*-values.yaml")), ids=lambda p: p.stem)
-def test_a_forced_profile_reaches_the_launcher_by_name(path: Path) -> None:
-    wanted = yaml.safe_load(path.read_text())["serving"]["profile"]
-    rendered = template(path)
+@pytest.mark.parametrize("profile", list_profiles())
+def test_a_forced_profile_reaches_the_launcher_by_name(profile: str) -> None:
+    """Each profile of deploy/profiles, forced by name, is one of the chart's cases (so every check over the cases
+    covers it: lint, Helm 3 and 4, kubernetes-validate, the schema, checkov, vLLM's parser) and reaches the
+    launcher by that name, with no serving argument beside it."""
+    case = profile_case(profile)
+    assert case in cases()
+    rendered = helm_chart.render(case)
     assert rendered.ok, rendered.stderr
-    assert env_of(container(rendered.one("Deployment")))["GEMMA4_PROFILE"] == wanted
+    env = env_of(container(rendered.one("Deployment")))
+    assert env["GEMMA4_PROFILE"] == profile
+    assert env["GEMMA4_EXTRA_ARGS"] == ""
 
 
 def test_extra_args_survive_the_shell_quoting_word_for_word() -> None:
@@ -113,12 +122,12 @@ def flags(vllm_python: str) -> set[str]:
     return serving_flags(list_options(vllm_python))
 
 
-@pytest.mark.parametrize("path", ci_values(), ids=lambda p: p.stem)
-def test_no_rendered_manifest_spells_a_serving_argument(path: Path, flags: set[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", cases(), ids=lambda c: c.name)
+def test_no_rendered_manifest_spells_a_serving_argument(case: Case, flags: set[str], tmp_path: Path) -> None:
     """The drift check over what Helm renders (not only the chart's sources); extraArgs are the user's own."""
     out = tmp_path / "rendered.yaml"
-    text = rendered_text(path)
-    if "extra-args" in path.name:
+    text = rendered_text(case)
+    if case.name == "extra-args":
         text = re.sub(r"(?m)^(\s*- name: GEMMA4_EXTRA_ARGS\n\s*value:).*$", r"\1 (user overrides)", text)
     out.write_text(text)
     assert find_copies(out, flags) == []
@@ -164,13 +173,13 @@ def test_prestop_drains_in_flight_requests_within_the_grace_period(default: Rend
 # ---- GPU, shm, cache --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ci_values(), ids=lambda p: p.stem)
-def test_gpu_request_and_memory_backed_shm_in_every_variant(path: Path) -> None:
-    rendered = template(path)
+@pytest.mark.parametrize("case", cases(), ids=lambda c: c.name)
+def test_gpu_request_and_memory_backed_shm_in_every_variant(case: Case) -> None:
+    rendered = helm_chart.render(case)
     assert rendered.ok, rendered.stderr
     spec = pod_spec(rendered)
     server = container(rendered.one("Deployment"))
-    on_cpu = (yaml.safe_load(path.read_text()) or {}).get("engine", {}).get("device") == "cpu"
+    on_cpu = case.values().get("engine", {}).get("device") == "cpu"
     for kind in ("limits", "requests"):
         if on_cpu:  # llama.cpp's CPU image: a GPU request would keep the pod off GPU-less nodes
             assert "nvidia.com/gpu" not in server["resources"][kind]

@@ -27,6 +27,7 @@ SCHEMA_VIOLATIONS: dict[str, tuple[dict, tuple[str, ...]]] = {
     "bad cache type": ({"cache": {"type": "hostPath"}}, ("cache", "type")),
     "bad quantity": ({"shm": {"sizeLimit": "lots"}}, ("sizeLimit",)),
     "bad digest": ({"image": {"digest": "latest"}}, ("digest",)),
+    "project image on latest": ({"image": {"tag": "latest"}}, ("tag",)),
     "bad update strategy": ({"updateStrategy": {"type": "BlueGreen"}}, ("updateStrategy",)),
     "unknown engine": ({"engine": {"name": "tgi"}}, ("engine", "name")),
     "unknown device": ({"engine": {"name": "llamacpp", "device": "tpu"}}, ("device",)),

@@ -10,7 +10,7 @@ import pytest
 from deploy.profiles import load_profile, to_argv
 from smoke_tests.settings import resolve as resolve_smoke
 from tests.contract.arg_sources import all_cases, profile_cases
-from tests.contract.helm_chart import container, env_of, render_every_ci
+from tests.contract.helm_chart import container, env_of, render_cases
 from tests.contract.vllm_contract import ArgCase, check
 
 pytestmark = pytest.mark.contract
@@ -86,28 +86,28 @@ def _url_port(command: list[str]) -> int | None:
     return urlsplit(command[command.index("--url") + 1]).port
 
 
-def test_the_chart_the_launcher_and_vllm_agree_on_port_and_context(verdicts: dict[str, dict], repo: Path) -> None:
-    """In every vLLM pod of ci/: vLLM listens where the probes, drain and Service look, and serves the context
-    length `helm test` holds it to.
+def test_the_chart_the_launcher_and_vllm_agree_on_port_and_context(verdicts: dict[str, dict]) -> None:
+    """In every vLLM pod of the chart's cases (ci files and profiles): vLLM listens where the probes, drain and
+    Service look, and serves the context length `helm test` holds it to.
 
     vLLM's own parser reads what the launcher resolves from the rendered environment (arg_sources.helm_cases),
     so `serving.port` and `--max-model-len` in `serving.extraArgs` are followed to the values vLLM ends up with.
     """
     checked = 0
-    for values, rendered in render_every_ci().items():
+    for case, rendered in render_cases().items():
         server = container(rendered.one("Deployment"))
         if server["name"] != "vllm":
             continue
-        parsed = verdicts[str(values.relative_to(repo))]["parsed"]
+        parsed = verdicts[case.source]["parsed"]
         [http] = [p["containerPort"] for p in server["ports"] if p["name"] == "http"]
-        assert parsed["port"] == http, f"{values.name}: vLLM listens on {parsed['port']}, the pod's port is {http}"
-        assert _url_port(server["startupProbe"]["exec"]["command"]) == http, values.name
-        assert _url_port(server["lifecycle"]["preStop"]["exec"]["command"]) == http, values.name
+        assert parsed["port"] == http, f"{case.name}: vLLM listens on {parsed['port']}, the pod's port is {http}"
+        assert _url_port(server["startupProbe"]["exec"]["command"]) == http, case.name
+        assert _url_port(server["lifecycle"]["preStop"]["exec"]["command"]) == http, case.name
         assert rendered.one("Service")["spec"]["ports"][0]["targetPort"] == "http"
         # The context length the smoke suite in the test pod expects: none (then it reads what the server
         # reports), or exactly what vLLM serves.
         smoke = env_of(rendered.one("Pod")["spec"]["containers"][0])
         expected = resolve_smoke({}, {k: v for k, v in smoke.items() if isinstance(v, str)}).max_model_len
-        assert expected in (None, parsed["max_model_len"]), f"{values.name}: helm test expects {expected}"
+        assert expected in (None, parsed["max_model_len"]), f"{case.name}: helm test expects {expected}"
         checked += 1
     assert checked >= 20
