@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "profiles": ("deploy.profiles.cli", None),
     "quality": ("deploy.quality.cli", "bench"),
     "fit": ("deploy.planner.cli", "deploy"),
-    "launch": ("deploy.launcher.resolve", None),
+    "launch": ("deploy.launcher.cli", None),
     "fetch": ("deploy.checkpoint.fetch", "deploy"),
     "verify": ("deploy.checkpoint.verify", "deploy"),
 }

@@ -173,9 +173,10 @@ class ServerClient:
                     if attempt == 2:
                         raise
             raise AssertionError("unreachable")
+        # aiohttp, not httpx (docs/benchmarks.md), so deploy.http_errors cannot map these; same wording by hand.
         except aiohttp.ClientConnectorError as exc:
             raise BenchError(
-                f"{where}: cannot connect ({exc.os_error or exc}). Is the server running and is --base-url right? "
+                f"{where}: cannot connect ({exc.os_error or exc}); is the server running and is --base-url right? "
                 "(vLLM opens its port only after the model has loaded; `python -m deploy probe --url URL` checks it)"
             ) from exc
         except TimeoutError as exc:

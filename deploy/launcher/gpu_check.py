@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     except GPUError as exc:
         print(f"gpu-check: no GPU to check: {exc}", file=sys.stderr)
         return EXIT_NO_GPU
-    from deploy.launcher.resolve import pick_gpu
+    from deploy.launcher.cli import pick_gpu
 
     gpu = pick_gpu(gpus, os.environ)
     try:

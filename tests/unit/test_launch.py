@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deploy.launcher.cli import pick_gpu
 from deploy.launcher.gpu import GPU, GPUError, detect, parse_query
-from deploy.launcher.resolve import LaunchError, pick_gpu, resolve
+from deploy.launcher.resolve import LaunchError, resolve
 from deploy.profiles import DEFAULT_REVISION, MODEL_ID
 from tests.fixtures import fake_gpu
 

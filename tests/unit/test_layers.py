@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("deploy.planner",),
     ("deploy.checkpoint",),
     ("deploy.profiles",),
-    ("deploy.errors",),
+    ("deploy.errors", "deploy.http_errors"),
 ]
 SIDEWAYS = {("deploy.quality", "deploy.bench")}  # quality reuses the bench client's HTTP plumbing
 
@@ -76,13 +76,51 @@ def test_deploy_imports_flow_down(path: Path) -> None:
             assert layer_of(dest) > layer_of(source), f"{where}: {dest} sits above {source}"
 
 
-def test_the_smoke_suite_imports_nothing_from_deploy() -> None:
+# The one module of deploy/ the smoke image carries (docker/smoke/Dockerfile copies it beside smoke_tests/).
+SMOKE_SHARED = "deploy.http_errors"
+
+
+def test_the_smoke_suite_imports_nothing_from_deploy_but_the_http_error_wording() -> None:
     for path in sorted((REPO / "smoke_tests").rglob("*.py")):
-        bad = [(m, n) for m, n in imports(path) if m.split(".")[0] == "deploy"]
-        assert not bad, f"{path.name}: {bad} (the smoke image ships without deploy/)"
+        bad = [(m, n) for m, n in imports(path) if m.split(".")[0] == "deploy" and m != SMOKE_SHARED]
+        assert not bad, f"{path.name}: {bad} (the smoke image ships only {SMOKE_SHARED} of deploy/)"
+
+
+def test_the_shared_module_needs_only_httpx() -> None:
+    """What the smoke image copies of deploy/ must import nothing the image lacks."""
+    import sys
+
+    for path in (REPO / "deploy/__init__.py", REPO / (SMOKE_SHARED.replace(".", "/") + ".py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] in {*sys.stdlib_module_names, "httpx"}, f"{path.name} imports {name}"
 
 
 def test_every_subpackage_is_placed() -> None:
     packages = {f"deploy.{p.name}" for p in (REPO / "deploy").iterdir() if (p / "__init__.py").exists()}
     placed = {pkg for layer in LAYERS for pkg in layer}
     assert packages <= placed, f"unplaced: {sorted(packages - placed)}"
+
+
+def test_no_module_imports_itself_back() -> None:
+    """No import cycle between modules, within a package too (launch -> gpu -> recommend -> fit -> recommend once)."""
+    graph: dict[str, set[str]] = {}
+    for path in DEPLOY_FILES:
+        targets = {t for t, _ in imports(path) if t.startswith("deploy.")}
+        graph[module_name(path)] = {t for t in targets if t != module_name(path)}
+    done: set[str] = set()
+
+    def visit(module: str, trail: list[str]) -> None:
+        if module in trail:
+            raise AssertionError("import cycle: " + " -> ".join([*trail[trail.index(module) :], module]))
+        if module in done or module not in graph:
+            return
+        for target in sorted(graph[module]):
+            visit(target, [*trail, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
