@@ -50,7 +50,7 @@ MAX_CPU_OFFLOAD_GIB = 1.5  # on the default link, PCIe 4.0 x16; see offload_cap_
 IMAGE_LIMITS = {"audio": 0, "video": 0}
 LLAMA_CPP_HINT = (
     "use the llama.cpp path with a GGUF quantization instead (for example ggml-org/gemma-4-E2B-it-GGUF, "
-    "README 'Other engines'), or a GPU with more memory"
+    "docs/engines.md), or a GPU with more memory"
 )
 
 
