@@ -691,7 +691,8 @@ class _VllmComparison:
 
     def run(self, run: dict[str, Any], stopped: Callable[[], bool]) -> None:
         """Run vLLM's client on ``run``'s prompts and load; store its numbers and ours side by side."""
-        from deploy.bench.vllm_bench import VllmBenchError, bench_args, headline, write_dataset
+        from deploy.bench.server_info import prefix_cache_counters
+        from deploy.bench.vllm_bench import VllmBenchError, bench_args, headline, request_records, write_dataset
 
         assert self._tmp is not None
         prompts = run["prompts"]
@@ -711,18 +712,38 @@ class _VllmComparison:
             slo=self.args.slo_parsed.as_dict() or None,
         )
         print(f"{_cell_label(run['batch'], run['request_rate'] or math.inf, 0)}: vllm bench serve ...", file=sys.stderr)
+        before = prefix_cache_counters(self.base_url, self.api_key)
         try:
-            theirs = headline(self._bench.run(argv, stopped=stopped))
-            error = None
+            result = self._bench.run(argv, stopped=stopped)
+            theirs, records, error = headline(result), request_records(result), None
         except VllmBenchError as exc:
-            theirs, error = None, str(exc)
+            theirs, records, error = None, [], str(exc)
             print(f"error: {exc}", file=sys.stderr)
+        cached = _cached_share(before, prefix_cache_counters(self.base_url, self.api_key))
+        if cached is not None and cached > 0.05:
+            print(
+                f"warning: the server found {cached:.0%} of vllm bench serve's prompt tokens in its prefix cache "
+                "(our run had just sent the same prompts), so its TTFT counts less prefill than ours; compare "
+                "on a server started with --no-enable-prefix-caching, or read only TPOT and ITL",
+                file=sys.stderr,
+            )
         run["compare_vllm"] = {
             "tool": f"vllm bench serve {self._bench.version}",
             "command": ["vllm", "bench", "serve", *argv],
             "metrics": theirs,
             "error": error,
+            # vLLM's own per-request numbers, so that rounds can be pooled (make bench-agreement).
+            "samples": records,
+            # Share of its prompt tokens the server found cached (vLLM's /metrics); None where not exposed.
+            "prefix_cache_hit_share": cached,
         }
+
+
+def _cached_share(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    """Prefix-cache hits over queries between two readings of vLLM's counters; None without both or queries."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def _finish(args: argparse.Namespace, outcome: _Outcome) -> int:

@@ -100,3 +100,28 @@ async def _json_field(client: ServerClient, path: str, key: str) -> Any:
         return reply.json().get(key)
     except (ValueError, AttributeError):
         return None
+
+
+_PREFIX_CACHE = re.compile(r"^vllm:prefix_cache_(hits|queries)_total(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M)
+
+
+def prefix_cache_counters(base_url: str, api_key: str | None = None) -> tuple[float, float] | None:
+    """The prefix-cache (hits, queries) token counters of vLLM's ``/metrics``; None where the server has none.
+
+    Read before and after a client's run, they say how much of its prompts the server found cached.
+    """
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(f"{base_url}/metrics", headers=headers, timeout=5.0, trust_env=False)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    found = {"hits": 0.0, "queries": 0.0}
+    seen = False
+    for name, number in _PREFIX_CACHE.findall(response.text):
+        found[name] += float(number)
+        seen = True
+    return (found["hits"], found["queries"]) if seen else None

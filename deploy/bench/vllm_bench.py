@@ -247,6 +247,30 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
+def request_records(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-request numbers of vLLM's client (``--save-detailed``) as records like ours (seconds, tokens).
+
+    vLLM keeps no per-request end-to-end latency, only the TTFT and the gaps after it, so a record holds what
+    both clients measure the same way; empty when the result has no per-request fields.
+    """
+    fields = [result.get(key) or [] for key in ("errors", "ttfts", "itls", "output_lens", "start_times")]
+    if not fields[0] or any(len(f) != len(fields[0]) for f in fields[1:4]):
+        return []
+    errors, ttfts, itls, outs, starts = fields
+    return [
+        {
+            "index": i,
+            "success": not errors[i],
+            "start": starts[i] if i < len(starts) else None,
+            "ttft": ttfts[i],
+            "itl": list(itls[i]),
+            "output_tokens": outs[i],
+            "error": errors[i] or "",
+        }
+        for i in range(len(errors))
+    ]
+
+
 class VllmBench:
     """A child process with vLLM's benchmark loaded; :meth:`run` one ``vllm bench serve`` argv at a time."""
 

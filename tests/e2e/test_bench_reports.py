@@ -193,6 +193,10 @@ def test_compare_vllm_sends_the_same_prompts_with_vllms_client(
     assert theirs["request_goodput"] is not None
     # the stub's 50 ms TTFT and 10 ms gaps, seen by both clients
     assert theirs["ttft_ms"]["p50"] == pytest.approx(ours["ttft_ms"]["p50"], abs=40)
+    # vLLM's per-request numbers are kept beside ours (rounds are pooled from them: make bench-agreement)
+    records = compared["samples"]
+    assert len(records) == 6 and all(r["success"] and r["output_tokens"] == 6 for r in records)
+    assert all(0.04 <= r["ttft"] < 1.0 and len(r["itl"]) >= 4 for r in records)
     assert "| metric | deploy bench | vllm bench serve | difference |" in captured.out
 
 

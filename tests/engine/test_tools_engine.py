@@ -60,7 +60,7 @@ def test_deploy_bench_and_vllm_bench_serve_side_by_side(
     requests, output = 4, 8
     ours = deploy(
         "bench", "--base-url", vllm_main.url, "--api-key", TEST_API_KEY, "--concurrency", "1",
-        "--context", "1024", "--prompt-tokens", "64", "--max-tokens", str(output), "--requests", str(requests),
+        "--context", "1024", "--prompt-tokens", "256", "--max-tokens", str(output), "--requests", str(requests),
         "--warmup", "1", "--no-progress", "--engine", "vLLM 0.21.0 CPU", "--format", "W4A16",
         "--compare-vllm", "--vllm-python", vllm_python, "--json", str(tmp_path / "ours.json"),
         timeout=400,
@@ -69,13 +69,18 @@ def test_deploy_bench_and_vllm_bench_serve_side_by_side(
     [run] = json.loads((tmp_path / "ours.json").read_text())["runs"]
     assert (run["metrics"]["completed"], run["metrics"]["failed"]) == (requests, 0)
     assert {s["output_tokens"] for s in run["samples"]} == {output}
-    assert run["prompt_tokens_method"] == "/tokenize" and {s["prompt_tokens"] for s in run["samples"]} == {64}
+    assert run["prompt_tokens_method"] == "/tokenize" and {s["prompt_tokens"] for s in run["samples"]} == {256}
     theirs = run["compare_vllm"]["metrics"]
     assert run["compare_vllm"]["error"] is None, run["compare_vllm"]
     assert (theirs["completed"], theirs["failed"]) == (requests, 0)
     # the same prompts, counted by the same server
-    assert theirs["total_input_tokens"] == run["metrics"]["total_input_tokens"] == requests * 64
+    assert theirs["total_input_tokens"] == run["metrics"]["total_input_tokens"] == requests * 256
     assert theirs["total_output_tokens"] == run["metrics"]["total_output_tokens"] == requests * output
+    # prefix caching is on (vLLM's default): how much of our prompts vLLM's client (second) found cached is read
+    # from the server's counters, and a share over 5 % is called out (full cache blocks only: it may be 0 here)
+    share = run["compare_vllm"]["prefix_cache_hit_share"]
+    assert share is not None and 0.0 <= share <= 1.0
+    assert ("in its prefix cache" in ours.stderr) == (share > 0.05), (share, ours.stderr)
     print("\n" + ours.stdout)
 
 

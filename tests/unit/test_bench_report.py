@@ -341,21 +341,50 @@ def test_comparison_table_puts_both_clients_side_by_side() -> None:
     assert "vllm bench serve failed: last line" in comparison_table([r])
 
 
-def test_the_agreement_check_compares_medians_and_skips_held_back_rounds() -> None:
+def test_the_agreement_check_pools_requests_of_rounds_and_skips_held_back_rounds() -> None:
     from tests.fixtures.bench_agreement import agreement
 
     def stage(ttft: float, theirs_ttft: float, held: int = 0) -> dict[str, Any]:
         r = run("vLLM v0.21.0", "W8A16", 4, ttft=ttft)
         r["metrics"]["held_back_requests"] = held
         theirs = json.loads(json.dumps(r["metrics"]))
-        for p in ("p50", "p90", "p99"):
-            theirs["ttft_ms"][p] = theirs_ttft * 1000
-        r["compare_vllm"] = {"metrics": theirs}
+        records = [dict(s, ttft=theirs_ttft) for s in r["samples"]]
+        r["compare_vllm"] = {"metrics": theirs, "samples": records}
         return r
 
+    # pooled: ours 4 x 100 ms + 4 x 100 ms, theirs 4 x 98 ms + 4 x 102 ms -> p50 100 vs 100
     table, ok = agreement([[stage(0.100, 0.102)], [stage(0.100, 0.098)], [stage(0.5, 0.1, held=4)]], 5.0)
-    assert ok and "median of 2 of 3 rounds" in table and "| TTFT p50 (ms) | 100.000 | 100.000 | +0.0 % | yes |" in table
+    assert ok, table
+    assert "2 of 3 rounds" in table and "8 and 8 requests pooled" in table
+    assert "| TTFT p50 (ms) | 100.000 | 100.000 | +0.0 % | yes |" in table
+    # the other pooled metrics come from the same records: 9 gaps of 10 ms -> ITL 10 ms, TPOT 10 ms, E2E 190 ms
+    assert "| ITL p99 (ms) | 10.000 | 10.000 | +0.0 % | yes |" in table
+    assert "| E2E to the last token p50 (ms) | 190.000 | 190.000 | +0.0 % | yes |" in table
     table, ok = agreement([[stage(0.100, 0.120)]], 5.0)
     assert not ok and "| TTFT p50 (ms) | 100.000 | 120.000 | -16.7 % | NO |" in table
     table, ok = agreement([[stage(0.5, 0.1, held=4)]], 5.0)
     assert not ok and "no comparison" in table
+
+
+def test_prefix_cache_counters_sum_vllms_series_and_give_the_share_between_two_readings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import httpx
+
+    from deploy.bench.cli import _cached_share
+    from deploy.bench.server_info import prefix_cache_counters
+
+    text = (
+        "# HELP vllm:prefix_cache_hits_total Prefix cache hits, in terms of number of cached tokens.\n"
+        'vllm:prefix_cache_hits_total{engine="0",model_name="m"} 96.0\n'
+        'vllm:prefix_cache_hits_total{engine="1",model_name="m"} 32.0\n'
+        'vllm:prefix_cache_queries_total{engine="0",model_name="m"} 256.0\n'
+        'vllm:prefix_cache_queries_created{engine="0",model_name="m"} 1.7e9\n'
+    )
+    answers = iter([httpx.Response(200, text=text), httpx.Response(200, text="other 1\n"), httpx.Response(404)])
+    monkeypatch.setattr(httpx, "get", lambda *a, **k: next(answers))
+    assert prefix_cache_counters("http://x") == (128.0, 256.0)
+    assert prefix_cache_counters("http://x") is None  # no such series: not a vLLM, or too old
+    assert prefix_cache_counters("http://x") is None
+    assert _cached_share((100.0, 1000.0), (228.0, 1256.0)) == 0.5
+    assert _cached_share((100.0, 1000.0), (100.0, 1000.0)) is None and _cached_share(None, (1.0, 2.0)) is None
