@@ -36,7 +36,7 @@ READY_CHECK = "ready.server_ready"
 
 
 class _SettingsHolder:
-    """Hands the resolved settings to the suite's fixtures (see conftest.settings)."""
+    """Hands the resolved settings to the suite's fixtures (see plugin.settings)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
