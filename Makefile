@@ -150,9 +150,9 @@ test-features: tools ## The real-vLLM feature tests with two more engine starts 
 # ---- Fit planner (issue 6) ----------------------------------------------------------------------
 .PHONY: profiles gpu-check gpu-check-cpu
 GPU_CHECK_ARGS ?=
-profiles: tools ## Regenerate deploy/profiles/gpu-*.yaml, the README fit table and the chart schema's profile list
-	@$(RUN) $(PY) -m deploy.profile_gen
-	@$(RUN) $(PY) -m deploy.fit_table --write
+profiles: tools ## Regenerate deploy/profiles/gpu-*.yaml, the fit table in docs/fit.md and the chart schema's profile list
+	@$(RUN) $(PY) -m deploy.planner.generate
+	@$(RUN) $(PY) -m deploy.planner.table --write
 	@$(RUN) HELM_TOOLS_BIN="$(HELM_TOOLS_BIN)" $(PY) scripts/helm_schema.py
 
 # No `tools` prerequisite: a GPU machine for this check may have no route to PyPI (docs/fit.md).

@@ -13,20 +13,21 @@ import importlib
 import os
 import sys
 
-from deploy.secret_files import SecretFileError, load_secret_files
+from deploy.errors import DeployError
+from deploy.launcher.secret_files import SecretFileError, load_secret_files
 
 # Subcommand name -> (module that registers it, the pyproject extra its dependencies come from).
 COMMANDS: dict[str, tuple[str, str | None]] = {
     "bench": ("deploy.bench.cli", "bench"),
-    "drain": ("deploy.drain", None),
-    "probe": ("deploy.probe", None),
-    "engine": ("deploy.engines_cli", "engines"),
-    "profiles": ("deploy.profiles_cli", None),
+    "drain": ("deploy.launcher.drain", None),
+    "probe": ("deploy.launcher.probe", None),
+    "engine": ("deploy.engines.cli", "engines"),
+    "profiles": ("deploy.profiles.cli", None),
     "quality": ("deploy.quality.cli", "bench"),
-    "fit": ("deploy.fit_cli", "deploy"),
-    "launch": ("deploy.launch", None),
-    "fetch": ("deploy.fetch", "deploy"),
-    "verify": ("deploy.verify", "deploy"),
+    "fit": ("deploy.planner.cli", "deploy"),
+    "launch": ("deploy.launcher.cli", None),
+    "fetch": ("deploy.checkpoint.fetch", "deploy"),
+    "verify": ("deploy.checkpoint.verify", "deploy"),
 }
 
 # What each extra of pyproject.toml brings, as import names (tests/unit/test_cli_extras.py checks this
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
+    except DeployError as exc:  # a handler that did not catch its own error still gets one clean line
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except ModuleNotFoundError as exc:
         # A handler's own deferred import (huggingface_hub inside fetch, say) is the same missing extra.
         if not _is_third_party(exc):

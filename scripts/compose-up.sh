@@ -115,19 +115,19 @@ scripts/preflight.sh --gpu || die "the GPU check failed: fix what it names above
 step "4/7 downloading the checkpoint into the cache once (with HF_HUB_OFFLINE=1: checking that it is there)"
 "${compose[@]}" run --rm prefetch ||
   die "downloading the checkpoint failed (the prefetch output is above). A gated or private model needs
-  HF_TOKEN_FILE; offline (HF_HUB_OFFLINE=1) needs the checkpoint in the cache first. See README.md, 'Troubleshooting'."
+  HF_TOKEN_FILE; offline (HF_HUB_OFFLINE=1) needs the checkpoint in the cache first. See docs/troubleshooting.md."
 
 step "5/7 starting vLLM (and the services of COMPOSE_PROFILES)"
 "${compose[@]}" up --detach ||
   die "'compose up' failed (above). 'could not select device driver \"nvidia\"' means the NVIDIA Container
-  Toolkit is missing or Docker was not restarted after installing it. See README.md, 'Troubleshooting'."
+  Toolkit is missing or Docker was not restarted after installing it. See docs/troubleshooting.md."
 
 step "6/7 waiting until vLLM is healthy (up to ${timeout_s}s; the first start compiles and takes minutes)"
 if ! wait_healthy; then
   printf '\n---- last lines of the vLLM log ----\n' >&2
   "${compose[@]}" logs --no-log-prefix --tail 60 vllm >&2 || true
   die "vLLM did not become healthy (reason above the log). Out of memory, fp8 on Ampere, the 600 s
-  engine-ready timeout and a desktop holding GPU memory are covered in README.md, 'Troubleshooting'."
+  engine-ready timeout and a desktop holding GPU memory are covered in docs/troubleshooting.md."
 fi
 
 step "7/7 smoke suite against the running server"

@@ -26,7 +26,7 @@ import pytest
 from rich.console import Console
 
 from smoke_tests import __version__
-from smoke_tests.conftest import SETTINGS_PLUGIN
+from smoke_tests.plugin import SETTINGS_PLUGIN
 from smoke_tests.report import Collector, RunReport, markdown, print_table, write_json
 from smoke_tests.settings import ENV, LEVELS, SERVERS, Settings, UsageError, resolve
 
@@ -36,7 +36,7 @@ READY_CHECK = "ready.server_ready"
 
 
 class _SettingsHolder:
-    """Hands the resolved settings to the suite's fixtures (see conftest.settings)."""
+    """Hands the resolved settings to the suite's fixtures (see plugin.settings)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

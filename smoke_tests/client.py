@@ -14,12 +14,14 @@ from typing import Any
 
 import httpx
 
+from deploy.http_errors import CONNECT, TIMEOUT, describe
 from smoke_tests.settings import Settings
 from smoke_tests.sse import Stream, parse_lines
 
 # A server that is loading, restarting, or behind a proxy whose backend is not up yet.
 RETRY_STATUSES = frozenset({502, 503, 504})
 LOGS_HINT = "check the server's logs (`make logs`, or `kubectl logs`)"
+ADVICE = {CONNECT: LOGS_HINT, TIMEOUT: LOGS_HINT}
 
 
 class CheckError(AssertionError):
@@ -132,18 +134,15 @@ class SmokeClient:
             headers["Connection"] = "close"
         try:
             response = self._http.request(method, path, headers=headers, timeout=self.timeout(timeout), **kwargs)
-        except httpx.ConnectError as exc:
-            self.fresh_connection()
-            raise CheckError(f"{where}: cannot connect to {self.base_url} ({exc}); {LOGS_HINT}") from exc
-        except httpx.TimeoutException as exc:
-            self.fresh_connection()
-            raise CheckError(
-                f"{where}: no answer within {timeout or self.settings.timeout_s:g} s (--timeout); {LOGS_HINT}"
-            ) from exc
         except httpx.HTTPError as exc:
             self.fresh_connection()
-            raise CheckError(f"{where}: {type(exc).__name__}: {exc}") from exc
+            within = f"{timeout or self.settings.timeout_s:g} s (--timeout)"
+            raise CheckError(self._describe(exc, where, within)) from exc
         return self._after(response)
+
+    def _describe(self, exc: httpx.HTTPError, where: str, within: str = "") -> str:
+        """The shared wording of a transport failure (deploy/http_errors.py), with the server logs as advice."""
+        return describe(exc, where, target=str(self.base_url), within=within, advice=ADVICE)
 
     def json_ok(self, method: str, path: str, **kwargs: Any) -> Any:
         """The JSON body of a request that must answer 200."""
@@ -202,12 +201,9 @@ class SmokeClient:
         except httpx.TimeoutException as exc:
             self.fresh_connection()
             raise CheckError(f"{where}: {type(exc).__name__} after {time.monotonic() - started:.1f} s") from exc
-        except httpx.ConnectError as exc:
-            self.fresh_connection()
-            raise CheckError(f"{where}: cannot connect to {self.base_url} ({exc}); {LOGS_HINT}") from exc
         except httpx.HTTPError as exc:
             self.fresh_connection()
-            raise CheckError(f"{where}: {type(exc).__name__}: {exc}") from exc
+            raise CheckError(self._describe(exc, where)) from exc
         stream.elapsed_s = time.monotonic() - started
         return stream
 
@@ -244,15 +240,15 @@ class SmokeClient:
         where = f"{method} {path}"
         try:
             response = self._http.request(method, path, headers=self.headers(), timeout=self.timeout(timeout), **kwargs)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            self.fresh_connection()
-            raise _RetryError(f"{where}: cannot connect ({exc})") from exc
-        except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            self.fresh_connection()
-            raise _RetryError(f"{where}: {type(exc).__name__}") from exc
         except httpx.HTTPError as exc:
             self.fresh_connection()
-            raise NotReadyError(f"{where}: {type(exc).__name__}: {exc}") from exc
+            line = describe(exc, where, within=f"{timeout:g} s")
+            # A server that is loading or restarting refuses, stalls or drops connections: wait and retry.
+            if isinstance(
+                exc, (httpx.ConnectError, httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError)
+            ):
+                raise _RetryError(line) from exc
+            raise NotReadyError(line) from exc
         self._after(response)
         if response.status_code in RETRY_STATUSES:
             raise _RetryError(f"{where} answered {response.status_code} ({excerpt(response)})")

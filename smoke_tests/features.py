@@ -61,7 +61,7 @@ def discover(client: SmokeClient, settings: Settings, model: str) -> Features:
     if settings.server != "vllm":
         why = f"--features auto asks vLLM only (--server {settings.server}): name the server's features with --features"
         return Features(frozenset(), dict.fromkeys(FEATURES, why))
-    from smoke_tests.checks import TOOL_PROMPT, WEATHER_TOOL
+    from smoke_tests.validators import TOOL_PROMPT, WEATHER_TOOL
 
     base = {"model": model, "max_tokens": 1, "temperature": 0}
     tools_on, tools_why = _probe(

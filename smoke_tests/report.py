@@ -86,7 +86,7 @@ class Collector:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         """Remember each selected check's display name and docstring, in run order."""
-        from smoke_tests.conftest import check_name
+        from smoke_tests.plugin import check_name
 
         for item in session.items:
             doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines()

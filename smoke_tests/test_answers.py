@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from smoke_tests.checks import chat_body, image_content, message_content
 from smoke_tests.client import CheckError, SmokeClient
 from smoke_tests.media import COLOURS, data_url
+from smoke_tests.validators import chat_body, image_content, message_content
 
 pytestmark = pytest.mark.full
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from smoke_tests.checks import MAX_TOKENS, chat_body, check_usage, message_content_or_none
 from smoke_tests.client import CheckError, SmokeClient, excerpt
-from smoke_tests.engines import Engine, error_shape_problem
 from smoke_tests.features import Features
 from smoke_tests.media import AUDIO_MAX_SECONDS, audio_part, spoken_wav, wav_bytes
+from smoke_tests.servers import Engine, error_shape_problem
+from smoke_tests.validators import MAX_TOKENS, chat_body, check_usage, message_content_or_none
 
 AUDIO_PROMPT = "What do you hear in this clip?"
 SPOKEN = "What is two plus three?"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from smoke_tests.checks import chat_body
 from smoke_tests.client import CheckError, SmokeClient, excerpt
-from smoke_tests.engines import Engine
+from smoke_tests.servers import Engine
 from smoke_tests.settings import Settings
+from smoke_tests.validators import chat_body
 
 WRONG_KEY = "sk-smoke-wrong-key"
 

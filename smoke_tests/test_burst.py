@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from smoke_tests.checks import TEXT_PROMPT, image_content, stream_body, stream_problem
 from smoke_tests.client import CheckError, SmokeClient
 from smoke_tests.media import data_url
 from smoke_tests.settings import Settings
 from smoke_tests.sse import Stream
+from smoke_tests.validators import TEXT_PROMPT, image_content, stream_body, stream_problem
 
 
 def test_concurrent_streams(client: SmokeClient, settings: Settings, model: str, detail: Callable[[str], None]) -> None:

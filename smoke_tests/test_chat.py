@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from smoke_tests.checks import MAX_TOKENS, check_finish_reason, check_usage, message_content
 from smoke_tests.client import CheckError
-from smoke_tests.engines import Engine
+from smoke_tests.servers import Engine
+from smoke_tests.validators import MAX_TOKENS, check_finish_reason, check_usage, message_content
 
 
 def test_response_shape(text_answer: dict[str, Any], server: Engine, model: str) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from smoke_tests.checks import chat_body, image_content
 from smoke_tests.client import CheckError, SmokeClient, excerpt
-from smoke_tests.engines import Engine, error_shape_problem
+from smoke_tests.servers import Engine, error_shape_problem
+from smoke_tests.validators import chat_body, image_content
 
 
 def _rejected(response: httpx.Response, statuses: tuple[int, int], server: Engine, what: str) -> None:

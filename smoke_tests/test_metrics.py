@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 
 from smoke_tests.client import CheckError, SmokeClient, excerpt
-from smoke_tests.engines import Engine
+from smoke_tests.servers import Engine
 
 
 def exposed(text: str, name: str) -> bool:

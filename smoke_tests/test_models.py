@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from smoke_tests.client import CheckError, SmokeClient
-from smoke_tests.engines import Engine
+from smoke_tests.servers import Engine
 from smoke_tests.settings import Settings
 
 

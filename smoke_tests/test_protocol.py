@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from smoke_tests.checks import (
+from smoke_tests.client import CheckError, SmokeClient
+from smoke_tests.features import Features
+from smoke_tests.validators import (
     TEXT_PROMPT,
     TOOL_PROMPT,
     WEATHER_TOOL,
@@ -19,8 +21,6 @@ from smoke_tests.checks import (
     message_content_or_none,
     tool_calls_of,
 )
-from smoke_tests.client import CheckError, SmokeClient
-from smoke_tests.features import Features
 
 # A prompt whose answer is long (a count to 100) capped at a handful of tokens.
 LONG_PROMPT = "Count from 1 to 100, separated by spaces."

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from smoke_tests.client import CheckError, Ready, SmokeClient, excerpt
-from smoke_tests.engines import Engine
+from smoke_tests.servers import Engine
 
 
 def test_server_ready(readiness: Ready | CheckError, detail: Callable[[str], None]) -> None:

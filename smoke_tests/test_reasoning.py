@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from smoke_tests.checks import REASONING_BUG, chat_body, message_content_or_none, stream_problem, structured_answer
 from smoke_tests.client import CheckError, SmokeClient
 from smoke_tests.features import Features
 from smoke_tests.settings import Settings
 from smoke_tests.sse import Stream
+from smoke_tests.validators import REASONING_BUG, chat_body, message_content_or_none, stream_problem, structured_answer
 
 # Gemma 4's thinking delimiters: a parser that works never lets them reach `content`.
 MARKERS = ("<|channel>", "<channel|>")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from smoke_tests.checks import MAX_TOKENS, check_finish_reason, message_content, stream_problem, stream_usage
 from smoke_tests.client import CheckError
-from smoke_tests.engines import Engine
+from smoke_tests.servers import Engine
 from smoke_tests.sse import Stream
+from smoke_tests.validators import MAX_TOKENS, check_finish_reason, message_content, stream_problem, stream_usage
 
 
 def test_sse_framing(text_stream: Stream, detail: Callable[[str], None]) -> None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from smoke_tests.checks import REASONING_BUG, structured_answer
 from smoke_tests.client import CheckError, SmokeClient
-from smoke_tests.engines import Engine
+from smoke_tests.servers import Engine
 from smoke_tests.settings import Settings
+from smoke_tests.validators import REASONING_BUG, structured_answer
 
 
 def test_json_schema(

@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from smoke_tests.checks import (
+from smoke_tests.client import CheckError, SmokeClient
+from smoke_tests.features import Features
+from smoke_tests.validators import (
     REASONING_BUG,
     REASONING_STREAM_BUG,
     REQUIRED_STREAM_BUG,
@@ -31,8 +33,6 @@ from smoke_tests.checks import (
     stream_tool_calls,
     tool_calls_of,
 )
-from smoke_tests.client import CheckError, SmokeClient
-from smoke_tests.features import Features
 
 NAME = WEATHER_TOOL["function"]["name"]
 CHOICES: dict[str, Any] = {"named": {"type": "function", "function": {"name": NAME}}, "required": "required"}

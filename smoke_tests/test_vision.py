@@ -6,7 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from smoke_tests.checks import (
+from smoke_tests.client import CheckError, SmokeClient
+from smoke_tests.media import data_url
+from smoke_tests.servers import Engine
+from smoke_tests.validators import (
     IMAGE_PROMPT,
     MAX_TOKENS,
     chat_body,
@@ -17,9 +20,6 @@ from smoke_tests.checks import (
     stream_problem,
     stream_usage,
 )
-from smoke_tests.client import CheckError, SmokeClient
-from smoke_tests.engines import Engine
-from smoke_tests.media import data_url
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from deploy.bench.metrics import RequestSample
+from deploy.errors import DeployError
 
 if TYPE_CHECKING:
     import aiohttp
     import httpx
 
 
-class BenchError(Exception):
+class BenchError(DeployError):
     """The benchmark cannot run (server unreachable, wrong model, bad answer); the message says what to fix."""
 
 
@@ -172,9 +173,10 @@ class ServerClient:
                     if attempt == 2:
                         raise
             raise AssertionError("unreachable")
+        # aiohttp, not httpx (docs/benchmarks.md), so deploy.http_errors cannot map these; same wording by hand.
         except aiohttp.ClientConnectorError as exc:
             raise BenchError(
-                f"{where}: cannot connect ({exc.os_error or exc}). Is the server running and is --base-url right? "
+                f"{where}: cannot connect ({exc.os_error or exc}); is the server running and is --base-url right? "
                 "(vLLM opens its port only after the model has loaded; `python -m deploy probe --url URL` checks it)"
             ) from exc
         except TimeoutError as exc:

@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from deploy.errors import UsageError
+
 SCHEMA = 2
 READABLE_SCHEMAS = (1, 2)
 TOOL = "gemma4-serve bench"
@@ -35,7 +37,7 @@ CARD_BEGIN = "<!-- gemma4-serve bench: card table -->"
 CARD_END = "<!-- /gemma4-serve bench: card table -->"
 
 
-class ReportError(Exception):
+class ReportError(UsageError):
     """A result file cannot be read, merged or written; the message names the file and the problem."""
 
 

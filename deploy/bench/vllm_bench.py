@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from deploy.bench.workload import Prompt
+from deploy.errors import DeployError
 
 # A JSON-lines server around vllm.benchmarks.serve.main: one argv list in, one result object out.
 _DRIVER = r"""
@@ -81,7 +82,7 @@ for line in sys.stdin:
 """
 
 
-class VllmBenchError(Exception):
+class VllmBenchError(DeployError):
     """``vllm bench serve`` cannot run or failed; the message says why and what to do."""
 
 

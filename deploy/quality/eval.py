@@ -12,11 +12,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from deploy.errors import DeployError
+
 TARGET_RECOVERY = 0.997  # the model card's "MMLU recovery >= 99.7 %"
 EXTRA_HINT = "pip install 'gemma4-serve[eval]' (lm-eval[api]==0.4.13)"
 
 
-class EvalError(Exception):
+class EvalError(DeployError):
     """The evaluation cannot run or its result cannot be read; the message says what to do."""
 
 

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy.errors import UsageError
+
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "data" / "kl-prompts.jsonl"
 
 
-class PromptFileError(Exception):
+class PromptFileError(UsageError):
     """The prompt file is missing or malformed; the message names the file and line."""
 
 

@@ -17,11 +17,13 @@ from typing import Any, Protocol
 import httpx
 
 from deploy.bench.client import error_text
+from deploy.errors import DeployError
+from deploy.http_errors import CONNECT, TIMEOUT, describe
 from deploy.quality.kl import merge_duplicates
 from deploy.quality.prompts import KLPrompt
 
 
-class SourceError(Exception):
+class SourceError(DeployError):
     """A source cannot give logprobs; the message names the source, the problem and the fix."""
 
 
@@ -60,12 +62,12 @@ class HttpSource:
         where = f"{method} {self.base_url}{path}"
         try:
             return self.http.request(method, path, **kwargs)
-        except httpx.ConnectError as exc:
-            raise SourceError(f"{where}: cannot connect ({exc}); is the server running and the URL right?") from exc
-        except httpx.TimeoutException as exc:
-            raise SourceError(f"{where}: no answer in time; the server is overloaded or stuck") from exc
         except httpx.HTTPError as exc:
-            raise SourceError(f"{where}: {type(exc).__name__}: {exc}") from exc
+            advice = {
+                CONNECT: "is the server running and the URL right?",
+                TIMEOUT: "the server is overloaded or stuck",
+            }
+            raise SourceError(describe(exc, where, advice=advice)) from exc
 
     def _only_model(self) -> str:
         response = self._call("GET", "/v1/models")

@@ -65,8 +65,9 @@ def launcher_cases() -> list[ArgCase]:
     """
     import tempfile
 
-    from deploy.gpu import GPU, load_classes, parse_compute_capability
-    from deploy.launch import resolve, write_config
+    from deploy.launcher.gpu import GPU
+    from deploy.launcher.resolve import resolve, write_config
+    from deploy.planner.gpu_classes import load_classes, parse_compute_capability
 
     out_dir = Path(tempfile.mkdtemp(prefix="gemma4-launcher-cases-"))
     mib = 1024**2
@@ -99,8 +100,8 @@ def helm_cases(repo: Path) -> list[ArgCase]:
     """
     import tempfile
 
-    from deploy.gpu import GPU
-    from deploy.launch import resolve, write_config
+    from deploy.launcher.gpu import GPU
+    from deploy.launcher.resolve import resolve, write_config
     from tests.contract import helm_chart
 
     out_dir = Path(tempfile.mkdtemp(prefix="gemma4-helm-cases-"))

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from deploy.fit import (
+from deploy.planner.args import from_mapping
+from deploy.planner.budget import (
     VIDEO_TOKENS_PER_ITEM,
     ServeArgs,
     encoder_profile,
@@ -26,9 +27,8 @@ from deploy.fit import (
     kv_groups,
     ple_staging_bytes,
 )
-from deploy.model import GemmaModel
+from deploy.planner.model import GemmaModel
 from deploy.profiles import list_profiles, load_profile
-from deploy.serve_args import from_mapping
 
 pytestmark = pytest.mark.contract
 

@@ -49,6 +49,7 @@ def test_runs_the_suite_as_non_root_from_the_pinned_set(repo: Path) -> None:
     assert stage.values("COPY") == [
         "requirements/smoke.txt /tmp/smoke-requirements.txt",
         "smoke_tests/ /opt/gemma4-serve/smoke_tests/",
+        "deploy/__init__.py deploy/http_errors.py /opt/gemma4-serve/deploy/",
     ]
     apt, run = stage.values("RUN")
     # One Debian package besides the locked Python set: espeak-ng for the spoken audio check, pinned.
@@ -65,7 +66,8 @@ def test_pins_are_what_the_tests_ran_with_and_carry_no_torch(repo: Path) -> None
 
 
 def test_the_suite_imports_only_its_pinned_libraries(repo: Path) -> None:
-    allowed = {"httpx", "pytest", "rich", "PIL", "jsonschema", "smoke_tests"}
+    # deploy.http_errors: the one module of deploy/ the image copies (tests/unit/test_layers.py keeps it httpx-only).
+    allowed = {"httpx", "pytest", "rich", "PIL", "jsonschema", "smoke_tests", "deploy.http_errors"}
     for path in (repo / "smoke_tests").glob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
@@ -74,7 +76,9 @@ def test_the_suite_imports_only_its_pinned_libraries(repo: Path) -> None:
                 names = [node.module]
             for name in names:
                 top = name.split(".")[0]
-                assert top in sys.stdlib_module_names or top in allowed, f"{path.name} imports {name}"
+                assert top in sys.stdlib_module_names or top in allowed or name in allowed, (
+                    f"{path.name} imports {name}"
+                )
 
 
 @pytest.mark.slow
@@ -90,6 +94,9 @@ def test_the_pinned_set_installs_alone_and_runs_the_suite(repo: Path, tmp_path: 
     assert check.returncode == 0, check.stdout + check.stderr
     # The image's layout and environment: the package alone under /opt-like PYTHONPATH, no bytecode written.
     shutil.copytree(repo / "smoke_tests", tmp_path / "opt/smoke_tests", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "opt/deploy").mkdir()
+    for name in ("__init__.py", "http_errors.py"):  # the Dockerfile's second COPY: deploy/ otherwise stays out
+        shutil.copy(repo / "deploy" / name, tmp_path / "opt/deploy" / name)
     env = {
         "PYTHONPATH": str(tmp_path / "opt"),
         "PATH": "/usr/bin:/bin",
@@ -126,5 +133,5 @@ def test_build_context_keeps_what_the_image_copies(repo: Path) -> None:
     patterns = {
         line.strip() for line in (repo / ".dockerignore").read_text().splitlines() if line.strip()[:1] not in ("", "#")
     }
-    for needed in ("requirements", "requirements/smoke.txt", "smoke_tests"):
+    for needed in ("requirements", "requirements/smoke.txt", "smoke_tests", "deploy", "deploy/http_errors.py"):
         assert not patterns & {needed, needed + "/", "*", "requirements/*"}, needed

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy.checkpoint import read_header, snapshot_tensors, weights_by_component
-from deploy.model import GemmaModel
-from deploy.verify import VerifyError, verify
+from deploy.checkpoint.verify import VerifyError, verify
+from deploy.checkpoint.weights import read_header, snapshot_tensors, weights_by_component
+from deploy.planner.model import GemmaModel
 from tests.fixtures.fake_hub import COMMIT, hub_app
 from tests.fixtures.servers import layout_hf_cache, run_asgi
 
@@ -61,7 +61,7 @@ def test_header_sizes_match_the_files(which: str, request: pytest.FixtureRequest
 
 
 def test_component_counts_from_headers_match_the_config_model(tiny_checkpoint: Path) -> None:
-    """deploy.model's arithmetic, on the tiny config, equals the elements transformers wrote."""
+    """deploy.planner.model's arithmetic, on the tiny config, equals the elements transformers wrote."""
     model = GemmaModel.load(tiny_checkpoint / "config.json")
     elements: dict[str, int] = {}
     for name, info in snapshot_tensors(tiny_checkpoint).items():

@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from deploy.__main__ import main
-from deploy.drain import DrainError, in_flight
+from deploy.launcher.drain import DrainError, in_flight
 from tests.fixtures.servers import closed_port_url, run_asgi
 
 # Shaped like vLLM 0.21.0's exposition: HELP/TYPE lines, labels, and a similarly named metric that must not count.

@@ -1,4 +1,4 @@
-"""`make gpu-check` (deploy/gpu_check.py) on a fake GPU: a fake nvidia-smi (an L4 from the fixture set) and a
+"""`make gpu-check` (deploy/launcher/gpu_check.py) on a fake GPU: a fake nvidia-smi (an L4 from the fixture set) and a
 fake `vllm` that logs vLLM 0.21.0's memory lines and serves the OpenAI stub, so the whole run is real except the
 engine: the launcher, the emulation of a smaller class, the log parsing, the smoke suite, the bench, the JSON,
 and stopping what it started. A real GPU run has not happened (no GPU here): docs/fit.md says how to do it.
@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from deploy.fit import GiB, MiB
-from deploy.gpu import GPU, load_classes
-from deploy.gpu_check import Target, choose_targets, predict, predicted_figures
-from deploy.model import GemmaModel
+from deploy.launcher.gpu import GPU
+from deploy.launcher.gpu_check import Target, choose_targets, predict, predicted_figures
+from deploy.planner.budget import GiB, MiB
+from deploy.planner.gpu_classes import load_classes
+from deploy.planner.model import GemmaModel
 from tests.fixtures import fake_gpu, fake_vllm
 
 REPO = Path(__file__).resolve().parents[2]

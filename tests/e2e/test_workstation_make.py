@@ -255,7 +255,7 @@ def test_up_stops_with_the_log_when_vllm_does_not_become_healthy(
 ) -> None:
     proc = fake.make(repo, "up", states=states)
     assert proc.returncode != 0
-    assert reason in proc.stderr and "INFO vllm log line" in proc.stderr and "Troubleshooting" in proc.stderr
+    assert reason in proc.stderr and "INFO vllm log line" in proc.stderr and "docs/troubleshooting.md" in proc.stderr
     assert "compose logs --no-log-prefix --tail 60 vllm" in fake.calls()
     assert not [c for c in fake.calls() if c.startswith("compose --profile smoke run")]
 

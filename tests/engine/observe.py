@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
-from smoke_tests.checks import chat_body, image_content, stream_body
-from smoke_tests.engines import VLLM
+from smoke_tests.servers import VLLM
+from smoke_tests.validators import chat_body, image_content, stream_body
 
 SERVED = "gemma-4-e2b-it"
 # How long a connection must stay open after an answer to count as kept alive. The stub drops its connection

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from smoke_tests.engines import VLLM, error_shape_problem
+from smoke_tests.servers import VLLM, error_shape_problem
 from tests.engine.observe import observe
 from tests.fixtures.openai_stub import Stub, build_app
 from tests.fixtures.servers import run_asgi

@@ -19,8 +19,8 @@ import httpx
 import promql_parser
 import pytest
 
-from deploy.drain import IN_FLIGHT_METRICS
-from smoke_tests.engines import VLLM
+from deploy.launcher.drain import IN_FLIGHT_METRICS
+from smoke_tests.servers import VLLM
 from tests.contract.helm_chart import CHART, template
 from tests.fixtures.vllm_plugin import TEST_API_KEY
 from tests.fixtures.vllm_server import LauncherServer

@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from deploy.drain import in_flight
+from deploy.launcher.drain import in_flight
 from deploy.profiles import load_profile
 from tests.engine.selection import selected_profiles
 from tests.engine.smoke import ANSWER_CHECKS, AUTH_CHECKS, outcomes, run_suite, skipped_beyond_features

@@ -1,4 +1,4 @@
-"""deploy/engines.py: engine descriptions, argv rendering, and the fetch/verify step on tiny real files.
+"""deploy/engines/__init__.py: engine descriptions, argv rendering, and the fetch/verify step on tiny real files.
 
 The GGUF files here are real GGUF files written with the `gguf` package (a few bytes of tensor data),
 and the Hugging Face cache is a real cache layout read by huggingface_hub with downloads switched off.

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from deploy.__main__ import main
-from deploy.fit import GiB, plan
-from deploy.gpu import GPU
-from deploy.launch import LaunchError, resolve
-from deploy.model import GemmaModel
+from deploy.launcher.gpu import GPU
+from deploy.launcher.resolve import LaunchError, resolve
+from deploy.planner.args import from_mapping
+from deploy.planner.budget import GiB, plan
+from deploy.planner.model import GemmaModel
 from deploy.profiles import (
     FEATURES_DIR,
     ProfileError,
@@ -21,7 +22,6 @@ from deploy.profiles import (
     load_profile,
     parse_features,
 )
-from deploy.serve_args import from_mapping
 
 MiB = 1024**2
 RTX_4060 = GPU(0, "NVIDIA GeForce RTX 4060", 8188 * MiB, 7900 * MiB, (8, 9))

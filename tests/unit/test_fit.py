@@ -8,7 +8,7 @@ import math
 import pytest
 
 from deploy.__main__ import main
-from deploy.fit import (
+from deploy.planner.budget import (
     CUDA_CONTEXT_BYTES,
     SAFETY_MARGIN_BYTES,
     VIDEO_TOKENS_PER_ITEM,
@@ -29,8 +29,8 @@ from deploy.fit import (
     triton_softmax_bytes,
     utilization_for,
 )
-from deploy.fit_cli import parse_size
-from deploy.model import GemmaModel
+from deploy.planner.cli import parse_size
+from deploy.planner.model import GemmaModel
 
 MODEL = GemmaModel.load()
 JSON_KEYS = {

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy.gpu import GPU, GPUError, detect, parse_query
-from deploy.launch import LaunchError, pick_gpu, resolve
+from deploy.launcher.cli import pick_gpu
+from deploy.launcher.gpu import GPU, GPUError, detect, parse_query
+from deploy.launcher.resolve import LaunchError, resolve
 from deploy.profiles import DEFAULT_REVISION, MODEL_ID
 from tests.fixtures import fake_gpu
 
@@ -233,7 +234,7 @@ def test_compose_shutdown_timeout_reaches_vllm_and_a_bad_one_is_bad_input() -> N
 
 def test_the_probes_default_url_follows_the_listen_port() -> None:
     """The image's HEALTHCHECK runs `deploy probe` with the container's environment and no --url."""
-    code = "from deploy.probe import DEFAULT_URL; print(DEFAULT_URL)"
+    code = "from deploy.launcher.probe import DEFAULT_URL; print(DEFAULT_URL)"
     run = lambda **env: subprocess.run(  # noqa: E731
         [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(REPO), **env}, check=True
     ).stdout.strip()

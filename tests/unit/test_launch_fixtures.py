@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy.fit import GiB, MiB
-from deploy.gpu import GPU, in_wsl, parse_mig_list, parse_mig_memory
-from deploy.launch import LaunchError, resolve, run
+from deploy.launcher.cli import run
+from deploy.launcher.gpu import GPU, in_wsl, parse_mig_list, parse_mig_memory
+from deploy.launcher.resolve import LaunchError, resolve
+from deploy.planner.budget import GiB, MiB
 from tests.fixtures import fake_gpu
 
 

@@ -1,4 +1,4 @@
-"""deploy.model against transformers' own Gemma 4 model, built on the meta device from the real E2B config."""
+"""deploy.planner.model against transformers' own Gemma 4 model, built on the meta device from the real E2B config."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import re
 
 import pytest
 
-from deploy.model import COMPONENTS, GemmaModel
+from deploy.planner.model import COMPONENTS, GemmaModel
 
 GiB = 1024**3
 
 
 def _component(name: str) -> str:
-    """Which deploy.model component a transformers parameter belongs to."""
+    """Which deploy.planner.model component a transformers parameter belongs to."""
     if "vision_tower" in name or "embed_vision" in name:
         return "vision_tower"
     if "audio_tower" in name or "embed_audio" in name:

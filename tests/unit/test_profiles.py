@@ -1,11 +1,24 @@
 from __future__ import annotations
 
+import itertools
+import re
 from pathlib import Path
 
 import pytest
 
 from deploy.__main__ import main
-from deploy.profiles import MODEL_ID, SERVED_MODEL_NAME, ProfileError, list_profiles, load_profile, to_argv
+from deploy.profiles import (
+    FEATURES_DIR,
+    MODEL_ID,
+    PROFILES_DIR,
+    SERVED_MODEL_NAME,
+    ProfileError,
+    list_profiles,
+    load_profile,
+    to_argv,
+)
+
+REPO = Path(__file__).resolve().parents[2]
 
 GPU_CLASSES = ("8gb", "12gb", "16gb", "24gb", "48gb", "80gb")
 
@@ -67,3 +80,28 @@ def test_cli_lists_and_shows_profiles(capsys: pytest.CaptureFixture[str]) -> Non
     assert "--kv-cache-dtype fp8" in capsys.readouterr().out
     assert main(["profiles", "nope"]) == 2
     assert "unknown profile 'nope'" in capsys.readouterr().err
+
+
+GUARD_PATH = re.compile(r"tests/\w+/test_\w+\.py")
+# A test file guards a profile when it names it, or walks every profile (or every feature) of the directory.
+EVERY_PROFILE = ("list_profiles(", "selected_profiles(", "PROFILES_DIR", "deploy/profiles")
+EVERY_FEATURE = ("list_features(", "FEATURES_DIR", "deploy/profiles/features")
+PROFILE_FILES = sorted(PROFILES_DIR.glob("*.yaml")) + sorted(FEATURES_DIR.glob("*.yaml"))
+
+
+def header(path: Path) -> str:
+    """The leading block of comment lines."""
+    return "".join(itertools.takewhile(lambda line: line.startswith("#"), path.read_text().splitlines(keepends=True)))
+
+
+@pytest.mark.parametrize("path", PROFILE_FILES, ids=lambda p: p.relative_to(PROFILES_DIR).as_posix())
+def test_each_profile_header_names_the_tests_that_guard_it(path: Path) -> None:
+    named = GUARD_PATH.findall(header(path))
+    assert len(named) >= 2, f"{path.name}: its header names {named}; name the test files that guard it"
+    covers = EVERY_FEATURE if path.parent == FEATURES_DIR else EVERY_PROFILE
+    for test in named:
+        test_file = REPO / test
+        assert test_file.is_file(), f"{path.name} names {test}, which does not exist"
+        text = test_file.read_text()
+        mentions = f'"{path.stem}"' in text or f"{path.stem}.yaml" in text or any(c in text for c in covers)
+        assert mentions, f"{path.name} names {test}, which neither names {path.stem!r} nor walks every profile"

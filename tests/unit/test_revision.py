@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy.fetch import snapshot_commit, unpinned_note
+from deploy.checkpoint.fetch import snapshot_commit, unpinned_note
+from deploy.checkpoint.verify import VerifyError, check_revision
 from deploy.profiles import DEFAULT_REVISION, MODEL_ID, is_commit
-from deploy.verify import VerifyError, check_revision
 
 REPO = Path(__file__).resolve().parents[2]
 A, B = "a" * 40, "b" * 40
@@ -64,7 +64,7 @@ def test_a_moving_revision_is_reported_with_the_commit_to_pin() -> None:
 
 
 def test_the_default_revision_is_written_once() -> None:
-    """deploy/profiles.py holds it; compose, the images, the chart and .env.example defer to it."""
+    """deploy/profiles/__init__.py holds it; compose, the images, the chart and .env.example defer to it."""
     values = yaml.safe_load((REPO / "helm/gemma4-serve/values.yaml").read_text())
     assert values["serving"]["revision"] == ""
     compose = (REPO / "compose.yaml").read_text()

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.secret_files import SecretFileError, load_secret_files
+from deploy.launcher.secret_files import SecretFileError, load_secret_files
 
 VALUE = "hf_UnitTestTokenValue0123456789"
 

@@ -13,11 +13,11 @@ from typing import ClassVar
 
 import pytest
 
-from smoke_tests.checks import REPORT_SCHEMA, schema_problem, stream_tool_calls
 from smoke_tests.client import SmokeClient
 from smoke_tests.media import audio_part, wav_bytes
 from smoke_tests.settings import resolve
 from smoke_tests.sse import parse_lines
+from smoke_tests.validators import REPORT_SCHEMA, schema_problem, stream_tool_calls
 
 
 @pytest.mark.parametrize(

@@ -4,16 +4,21 @@ detection, and the CLI's usage errors (exit 2) — no server needed."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from smoke_tests.__main__ import EXIT_USAGE, main
-from smoke_tests.engines import ENGINES, error_shape_problem
 from smoke_tests.report import CheckResult, RunReport, markdown
+from smoke_tests.servers import ENGINES, error_shape_problem
 from smoke_tests.settings import Settings, UsageError, resolve
 from smoke_tests.sse import parse_lines
 from smoke_tests.test_metrics import exposed
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_command_line_wins_over_environment_then_defaults() -> None:
@@ -120,3 +125,19 @@ def test_an_unwritable_report_path_is_an_error_not_a_pass(tmp_path: Path, capsys
     code = main(["--base-url", "http://127.0.0.1:9", "--select", "no_such_check", "--json", str(tmp_path / "x/y.json")])
     assert code == EXIT_USAGE  # nothing selected: usage error wins, and the report path is still tried
     assert "cannot write a report" in capsys.readouterr().err
+
+
+def test_plain_pytest_runs_the_suite_from_the_environment(tmp_path: Path) -> None:
+    """README's third entry point: `pytest --pyargs smoke_tests`, settings from SMOKE_* (a closed port here)."""
+    env = {**os.environ, "SMOKE_BASE_URL": "http://127.0.0.1:9", "SMOKE_WAIT": "0", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--pyargs", "smoke_tests", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAILED test_ready.py::test_server_ready" in proc.stdout and "did not become ready" in proc.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.versions import Versions, problem, release, warning
+from deploy.launcher.versions import Versions, problem, release, warning
 from tests.conftest import REPO
 
 

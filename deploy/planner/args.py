@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from deploy.fit import FitError, ServeArgs
+from deploy.planner.budget import FitError, ServeArgs
 
 # Every flag that changes the memory budget; the rest of a profile does not matter to the planner.
 _FLAGS: dict[str, str] = {

@@ -25,7 +25,8 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from deploy.model import DECODER_LAYER_COMPONENTS, GemmaModel
+from deploy.errors import UsageError
+from deploy.planner.model import DECODER_LAYER_COMPONENTS, GemmaModel
 
 MiB = 1024**2
 GiB = 1024**3
@@ -121,7 +122,7 @@ class PCIeLink:
 DEFAULT_PCIE = PCIeLink()
 
 
-class FitError(ValueError):
+class FitError(UsageError, ValueError):
     """Bad planner input; the message names the value and the fix."""
 
 
@@ -526,31 +527,34 @@ def outside_budget(model: GemmaModel, args: ServeArgs, mnbt: int, max_num_seqs: 
     }
 
 
-def plan(
-    model: GemmaModel,
-    args: ServeArgs,
-    total_bytes: int,
-    weights_by_component: dict[str, int] | None = None,
-    gpu_name: str = "",
-    pcie: PCIeLink = DEFAULT_PCIE,
-) -> Plan:
-    """Compute vLLM 0.21.0's budget for ``args`` on a card of ``total_bytes``; the verdict says if it starts."""
-    args.validate()
+def batch_limits(args: ServeArgs, total_bytes: int, gpu_name: str = "") -> tuple[int, int]:
+    """``(max-num-batched-tokens, max-num-seqs)``: the arguments' own, else vLLM 0.21.0's defaults for the card."""
     if total_bytes <= 0:
         raise FitError(f"GPU memory must be positive, not {total_bytes} bytes")
     mnbt = args.max_num_batched_tokens or default_max_num_batched_tokens(total_bytes, gpu_name)
     seqs = args.max_num_seqs or default_max_num_seqs(total_bytes, gpu_name)
     if mnbt < seqs:
         raise FitError(f"--max-num-batched-tokens ({mnbt}) must be at least --max-num-seqs ({seqs})")
+    return mnbt, seqs
 
+
+def loaded_weights(
+    model: GemmaModel, args: ServeArgs, weights_by_component: dict[str, int] | None
+) -> tuple[dict[str, int], int]:
+    """The weights vLLM loads by component (towers it skips left out) and the bytes ``cpu-offload-gb`` moves off."""
     weights = dict(weights_by_component if weights_by_component is not None else model.weight_bytes())
     for tower in TOWER_MODALITIES:
         if not args.tower_enabled(tower):
             weights.pop(tower, None)
     decoder = sum(weights.get(c, 0) for c in DECODER_LAYER_COMPONENTS)
-    offloaded = min(int(args.cpu_offload_gb * GiB), decoder)
-    weights_on_gpu = sum(weights.values()) - offloaded
+    return weights, min(int(args.cpu_offload_gb * GiB), decoder)
 
+
+def in_budget_overheads(model: GemmaModel, args: ServeArgs, mnbt: int, seqs: int) -> dict[str, Overhead]:
+    """What vLLM takes from ``requested`` besides weights and KV cache, each with its assumption.
+
+    ``cuda_context`` is listed too (the report shows it) but lies outside the budget: see :func:`kv_budget_bytes`.
+    """
     staging = ple_staging_bytes(model, mnbt)
     encoder = encoder_profile(model, args, mnbt, seqs)
     forward = mnbt * forward_bytes_per_token(model)
@@ -559,7 +563,7 @@ def plan(
     hidden_out = mnbt * model.hidden * 2
     peak = max(encoder.peak_bytes, encoder.held_bytes + forward, encoder.held_bytes + hidden_out + sampler)
     graph_bytes, graph_what = cuda_graph_bytes(model, seqs, mnbt) if not args.enforce_eager else (0, "")
-    overheads = {
+    return {
         "ple_staging": Overhead(
             staging,
             f"per-layer-embedding buffer of {mnbt} tokens x {model.num_layers} layers x {model.per_layer_dim} (bf16), "
@@ -577,38 +581,66 @@ def plan(
             CUDA_CONTEXT_BYTES, "outside gpu-memory-utilization: must be free on top of the budget at start"
         ),
     }
+
+
+def kv_budget_bytes(requested: int, weights_on_gpu: int, overheads: dict[str, Overhead]) -> int:
+    """What is left of ``requested`` for the KV cache (the CUDA context is not taken from the budget)."""
+    return requested - weights_on_gpu - sum(o.bytes for name, o in overheads.items() if name != "cuda_context")
+
+
+def full_sequences(budget: int, per_seq: int) -> int:
+    """How many ``max-model-len`` sequences the KV budget holds after the safety margin."""
+    return int(max(0, (budget - SAFETY_MARGIN_BYTES) // per_seq))
+
+
+def verdict(
+    args: ServeArgs, total_bytes: int, requested: int, outside: int, budget: int, per_seq: int
+) -> tuple[bool, str]:
+    """``(fits, reason)``: the first limit the plan breaks, or how many full-length sequences fit."""
+    sequences = full_sequences(budget, per_seq)
+    if requested + outside > total_bytes:
+        return False, (
+            f"gpu-memory-utilization {args.gpu_memory_utilization} asks for {requested / GiB:.2f} GiB, but with "
+            f"the CUDA context and the buffers vLLM allocates after profiling ({outside / GiB:.2f} GiB) that is "
+            f"more than the card's {total_bytes / GiB:.2f} GiB"
+        )
+    if budget <= 0:
+        return False, f"no memory left for the KV cache ({budget / GiB:.2f} GiB after weights and overheads)"
+    if sequences < 1:
+        return False, (
+            f"the KV budget ({budget / GiB:.2f} GiB) less the {SAFETY_MARGIN_BYTES // MiB} MiB safety margin "
+            f"holds less than one {args.max_model_len}-token sequence ({per_seq / GiB:.3f} GiB)"
+        )
+    return True, (
+        f"{sequences} sequence(s) of {args.max_model_len} tokens fit in the KV cache with "
+        f"{SAFETY_MARGIN_BYTES // MiB} MiB to spare"
+    )
+
+
+def plan(
+    model: GemmaModel,
+    args: ServeArgs,
+    total_bytes: int,
+    weights_by_component: dict[str, int] | None = None,
+    gpu_name: str = "",
+    pcie: PCIeLink = DEFAULT_PCIE,
+) -> Plan:
+    """Compute vLLM 0.21.0's budget for ``args`` on a card of ``total_bytes``; the verdict says if it starts.
+
+    The steps follow vLLM's own order: batch limits, weights loaded, the profile run's overheads, the KV
+    budget that is left, then what vLLM allocates after profiling (it must fit outside the budget).
+    """
+    args.validate()
+    mnbt, seqs = batch_limits(args, total_bytes, gpu_name)
+    weights, offloaded = loaded_weights(model, args, weights_by_component)
+    weights_on_gpu = sum(weights.values()) - offloaded
+    overheads = in_budget_overheads(model, args, mnbt, seqs)
     after = outside_budget(model, args, mnbt, seqs)
     requested = math.ceil(total_bytes * args.gpu_memory_utilization)
-    budget = requested - weights_on_gpu - staging - peak - NON_TORCH_BYTES - graph_bytes
+    budget = kv_budget_bytes(requested, weights_on_gpu, overheads)
     per_seq = kv_bytes_per_sequence(model, args.kv_cache_dtype, args.max_model_len, mnbt)
-    sequences = max(0, (budget - SAFETY_MARGIN_BYTES) // per_seq)
-    required_free = requested + CUDA_CONTEXT_BYTES
     outside = CUDA_CONTEXT_BYTES + sum(o.bytes for o in after.values())
-    if requested + outside > total_bytes:
-        fits, reason = (
-            False,
-            (
-                f"gpu-memory-utilization {args.gpu_memory_utilization} asks for {requested / GiB:.2f} GiB, but with "
-                f"the CUDA context and the buffers vLLM allocates after profiling ({outside / GiB:.2f} GiB) that is "
-                f"more than the card's {total_bytes / GiB:.2f} GiB"
-            ),
-        )
-    elif budget <= 0:
-        fits, reason = False, f"no memory left for the KV cache ({budget / GiB:.2f} GiB after weights and overheads)"
-    elif sequences < 1:
-        fits, reason = (
-            False,
-            (
-                f"the KV budget ({budget / GiB:.2f} GiB) less the {SAFETY_MARGIN_BYTES // MiB} MiB safety margin "
-                f"holds less than one {args.max_model_len}-token sequence ({per_seq / GiB:.3f} GiB)"
-            ),
-        )
-    else:
-        fits, reason = (
-            True,
-            f"{sequences} sequence(s) of {args.max_model_len} tokens fit in the KV cache with "
-            f"{SAFETY_MARGIN_BYTES // MiB} MiB to spare",
-        )
+    fits, reason = verdict(args, total_bytes, requested, outside, budget, per_seq)
     if offloaded:
         weights["cpu_offload"] = -offloaded
     return Plan(
@@ -616,12 +648,12 @@ def plan(
         reason=reason,
         total_bytes=total_bytes,
         requested_bytes=requested,
-        required_free_bytes=required_free,
+        required_free_bytes=requested + CUDA_CONTEXT_BYTES,
         weights_bytes=weights_on_gpu,
         weights_by_component=weights,
         kv_cache_bytes_per_sequence=per_seq,
         kv_cache_budget_bytes=budget,
-        max_sequences_at_max_model_len=int(sequences),
+        max_sequences_at_max_model_len=full_sequences(budget, per_seq),
         overheads=overheads,
         args=vllm_args(args, mnbt, seqs),
         safety_margin_bytes=SAFETY_MARGIN_BYTES,

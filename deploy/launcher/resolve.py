@@ -1,4 +1,4 @@
-"""``python -m deploy launch``: the vLLM image's entrypoint. GPU + profile -> resolved config -> ``vllm serve``.
+"""What `python -m deploy launch` (:mod:`deploy.launcher.cli`) does: GPU + profile -> resolved config -> ``vllm serve``.
 
 1. Read the GPU (nvidia-smi): memory, compute capability, PCIe link; a MIG slice's own memory (not the parent's);
    whether this is WSL2 (no pinned memory, so no CPU offload).
@@ -16,19 +16,15 @@
    ``vllm serve --config <resolved.yaml> [GEMMA4_EXTRA_ARGS]``.
 
 Before all that it prints the vLLM, torch and transformers versions and refuses a transformers that vLLM
-0.21.0 cannot serve Gemma 4 with (:mod:`deploy.versions`).
+0.21.0 cannot serve Gemma 4 with (:mod:`deploy.launcher.versions`).
 
 Exit codes (when nothing is exec'd): 0 dry run, 1 will not fit, 2 bad input.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import shlex
-import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +32,10 @@ from typing import Any
 
 import yaml
 
-from deploy import versions
-from deploy.fit import (
+from deploy.errors import UsageError
+from deploy.launcher.gpu import GPU, class_for, in_wsl
+from deploy.planner.args import from_mapping, overrides_from_argv
+from deploy.planner.budget import (
     CUDA_CONTEXT_BYTES,
     FitError,
     GiB,
@@ -48,8 +46,9 @@ from deploy.fit import (
     plan,
     with_args,
 )
-from deploy.gpu import GPU, GPUClass, GPUError, class_for, detect, in_wsl, load_classes
-from deploy.model import GemmaModel
+from deploy.planner.gpu_classes import GPUClass, load_classes
+from deploy.planner.model import GemmaModel
+from deploy.planner.recommend import LLAMA_CPP_HINT, MAX_OFFLOAD_SECONDS_PER_STEP, recommend
 from deploy.profiles import (
     DEFAULT_REVISION,
     FEATURES_ENV,
@@ -60,14 +59,12 @@ from deploy.profiles import (
     parse_features,
     to_argv,
 )
-from deploy.recommend import LLAMA_CPP_HINT, MAX_OFFLOAD_SECONDS_PER_STEP, recommend
-from deploy.serve_args import from_mapping, overrides_from_argv
 
 # vLLM 0.21.0's quantized kernels for this checkpoint need sm_80+ (bf16 activations); Turing has no bf16.
 MIN_COMPUTE_CAPABILITY = (8, 0)
 
 
-class LaunchError(RuntimeError):
+class LaunchError(UsageError, RuntimeError):
     """The launcher stops: ``code`` 1 when it will not fit, 2 for bad input; the message says what to do."""
 
     def __init__(self, message: str, code: int = 2) -> None:
@@ -465,99 +462,3 @@ def fit_summary(result: Plan) -> str:
 def command(config_path: Path, extra: list[str]) -> list[str]:
     """The command the launcher execs."""
     return ["vllm", "serve", "--config", str(config_path), *extra]
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``launch`` subcommand."""
-    p = subparsers.add_parser(
-        "launch", help="pick the profile for this GPU and exec `vllm serve` (the image's entrypoint)"
-    )
-    p.add_argument("--dry-run", action="store_true", help="print the resolved command and stop")
-    p.add_argument(
-        "--config-dir",
-        type=Path,
-        default=None,
-        help="where to write resolved.yaml (default: $GEMMA4_RESOLVED_DIR or a temporary directory)",
-    )
-    p.set_defaults(handler=run)
-
-
-def pick_gpu(gpus: list[GPU], environ: Mapping[str, str]) -> GPU:
-    """The GPU vLLM will use: the first visible one, or the one CUDA_VISIBLE_DEVICES names first.
-
-    nvidia-smi ignores CUDA_VISIBLE_DEVICES while CUDA honours it, so a host with several GPUs and
-    ``CUDA_VISIBLE_DEVICES=1`` must be planned for GPU 1. An entry may be an index or a ``GPU-``/``MIG-`` UUID.
-    (In compose and Kubernetes the container sees only its own GPU, which is then the first.)
-    """
-    visible = environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    for gpu in gpus:
-        if (visible.isdigit() and gpu.index == int(visible) and not gpu.mig_profile) or (
-            visible and gpu.uuid == visible
-        ):
-            return gpu
-    return gpus[0]
-
-
-def device_order(gpus: list[GPU], environ: Mapping[str, str]) -> str | None:
-    """``PCI_BUS_ID`` when different GPUs are visible and CUDA_DEVICE_ORDER is unset; raise on any other order.
-
-    CUDA numbers devices fastest first by default while nvidia-smi numbers them by PCI bus, so with mixed GPUs
-    "GPU 0" may be two different cards (vLLM warns about this too, vllm/platforms/cuda.py). The launcher makes
-    CUDA use nvidia-smi's order so the plan is for the card vLLM gets.
-    """
-    if len({g.name for g in gpus}) < 2:
-        return None
-    order = environ.get("CUDA_DEVICE_ORDER", "")
-    if not order:
-        return "PCI_BUS_ID"
-    if order != "PCI_BUS_ID":
-        raise LaunchError(
-            f"CUDA_DEVICE_ORDER={order} with different GPUs ({', '.join(sorted({g.name for g in gpus}))}): the "
-            "launcher cannot tell which card CUDA calls device 0. Unset CUDA_DEVICE_ORDER or set it to PCI_BUS_ID"
-        )
-    return None
-
-
-def run(args: argparse.Namespace) -> int:
-    """Resolve, print, exec vLLM (or stop with a message and exit 1/2)."""
-    if versions.announce():  # the engine's versions first; a transformers vLLM cannot run with stops here
-        return 2
-    gpu = None
-    try:
-        gpus = detect()
-        order = device_order(gpus, os.environ)
-        gpu = pick_gpu(gpus, os.environ)
-    except GPUError as exc:
-        if (os.environ.get("GEMMA4_PROFILE") or "auto") == "auto":
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"warning: {exc}", file=sys.stderr)
-    except LaunchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.code
-    try:
-        resolved = resolve(os.environ, gpu)
-    except LaunchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.code
-    directory = args.config_dir or Path(
-        os.environ.get("GEMMA4_RESOLVED_DIR") or Path(tempfile.gettempdir()) / "gemma4-serve"
-    )
-    if gpu is not None and order:
-        # vLLM inherits this through exec: CUDA's device 0 is then nvidia-smi's GPU the plan was made for.
-        os.environ["CUDA_DEVICE_ORDER"] = order
-        resolved.notes.append(
-            f"CUDA_DEVICE_ORDER={order}: different GPUs are visible; CUDA now numbers them as nvidia-smi does"
-        )
-    path = write_config(resolved, directory)
-    for note in resolved.notes:
-        print(f"launch: {note}")
-    if resolved.plan is not None:
-        print(fit_summary(resolved.plan))
-    print("resolved arguments: " + shlex.join(to_argv(resolved.config) + resolved.extra_args))
-    cmd = command(path, resolved.extra_args)
-    print("exec: " + shlex.join(cmd), flush=True)
-    if args.dry_run:
-        return 0
-    os.execvp(cmd[0], cmd)
-    return 0  # not reached

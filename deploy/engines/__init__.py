@@ -19,14 +19,15 @@ from typing import Any
 
 import yaml
 
+from deploy.errors import UsageError
 from deploy.profiles import to_argv
 
-ENGINES_DIR = Path(__file__).resolve().parent / "engines"
+ENGINES_DIR = Path(__file__).resolve().parent
 # Placeholders a flag value may hold; each becomes a local path once the checkpoint is in the cache.
 CHECKPOINT_PLACEHOLDER = "{checkpoint}"
 
 
-class EngineError(ValueError):
+class EngineError(UsageError, ValueError):
     """An engine name, variant, device or file is wrong or missing; the message says which and the fix."""
 
 

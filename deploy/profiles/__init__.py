@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
-PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+from deploy.errors import UsageError
+
+PROFILES_DIR = Path(__file__).resolve().parent
 FEATURES_DIR = PROFILES_DIR / "features"
 # Where the launcher, compose and the Helm chart name the features to switch on (comma-separated).
 FEATURES_ENV = "GEMMA4_FEATURES"
@@ -37,7 +39,7 @@ def is_commit(revision: str) -> bool:
     return len(revision) == 40 and all(c in "0123456789abcdef" for c in revision)
 
 
-class ProfileError(ValueError):
+class ProfileError(UsageError, ValueError):
     """A profile name or file is wrong; the message says which and what to do."""
 
 

@@ -17,6 +17,9 @@ from typing import Any
 
 import httpx
 
+from deploy.errors import DeployError
+from deploy.http_errors import CONNECT, TIMEOUT, describe
+
 # The launcher makes vLLM listen on GEMMA4_LISTEN_PORT when it is set (the image's HEALTHCHECK runs with the
 # container's environment, so it follows), else on the profiles' 8000.
 DEFAULT_URL = f"http://127.0.0.1:{os.environ.get('GEMMA4_LISTEN_PORT', '').strip() or 8000}"
@@ -25,7 +28,7 @@ DEFAULT_TIMEOUT_S = 10.0
 LOGS_HINT = "check the server's logs (`make logs`, or `kubectl logs`)"
 
 
-class ProbeError(Exception):
+class ProbeError(DeployError):
     """The server is not healthy or not ready; the message says why and what to check."""
 
 
@@ -99,18 +102,13 @@ def _request(client: httpx.Client, method: str, path: str, deadline: float, **kw
         raise ProbeError(f"{where}: the --timeout was used up by the earlier checks")
     try:
         response = client.request(method, path, timeout=left, **kwargs)
-    except httpx.ConnectError as exc:
-        raise ProbeError(
-            f"{where}: cannot connect ({exc}). The server is not running, or still loading the model "
-            f"(vLLM opens its port only when the model is ready): {LOGS_HINT}"
-        ) from exc
-    except httpx.TimeoutException as exc:
-        raise ProbeError(
-            f"{where}: no answer within the {left:.1f} s left of --timeout; the server is overloaded "
-            f"or its engine is stuck: {LOGS_HINT}"
-        ) from exc
     except httpx.HTTPError as exc:
-        raise ProbeError(f"{where}: {type(exc).__name__}: {exc}") from exc
+        advice = {
+            CONNECT: "the server is not running, or still loading the model (vLLM opens its port only when the "
+            f"model is ready): {LOGS_HINT}",
+            TIMEOUT: f"the server is overloaded or its engine is stuck: {LOGS_HINT}",
+        }
+        raise ProbeError(describe(exc, where, within=f"the {left:.1f} s left of --timeout", advice=advice)) from exc
     if response.status_code == 401:
         raise ProbeError(
             f"{where} answered 401 Unauthorized: the API key is missing or wrong; "

@@ -12,13 +12,15 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.errors import DeployError
+
 # safetensors caps the header at 100 MB; anything bigger is not a safetensors file.
 MAX_HEADER_BYTES = 100_000_000
 # Tensor names of a compressed-tensors quantized Linear.
 QUANTIZED_SUFFIXES = (".weight_packed", ".weight_scale", ".weight_shape", ".weight_zero_point", ".weight_g_idx")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DeployError, ValueError):
     """A snapshot or file is missing, truncated or not safetensors; the message says which file."""
 
 
@@ -98,7 +100,7 @@ def hub_tensors(repo_id: str, revision: str | None = None) -> dict[str, TensorIn
 
 
 def component_of(name: str) -> str:
-    """The planner component a tensor belongs to (see deploy.model)."""
+    """The planner component a tensor belongs to (see deploy.planner.model)."""
     if "vision_tower" in name or "embed_vision" in name:
         return "vision_tower"
     if "audio_tower" in name or "embed_audio" in name:

@@ -25,8 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deploy.checkpoint import QUANTIZED_SUFFIXES, CheckpointError, TensorInfo, read_header, snapshot_files
-from deploy.fetch import (
+from deploy.checkpoint.fetch import (
     FetchError,
     add_checkpoint_arguments,
     cached_snapshot,
@@ -34,6 +33,8 @@ from deploy.fetch import (
     snapshot_commit,
     unpinned_note,
 )
+from deploy.checkpoint.weights import QUANTIZED_SUFFIXES, CheckpointError, TensorInfo, read_header, snapshot_files
+from deploy.errors import DeployError
 from deploy.profiles import MODEL_ID, is_commit
 
 REQUIRED_FILES: tuple[tuple[str, ...], ...] = (
@@ -52,7 +53,7 @@ MUST_STAY_UNQUANTIZED = re.compile(r"(vision_tower|audio_tower|embed_vision|embe
 DECODER_LINEAR = re.compile(r"language_model\.layers\.\d+\..*(_proj|_gate)$")
 
 
-class VerifyError(ValueError):
+class VerifyError(DeployError, ValueError):
     """The snapshot is not what the bundle serves; the message names the file or module and the fix."""
 
 

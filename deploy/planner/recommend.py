@@ -1,6 +1,6 @@
 """``fit --recommend``: the cheapest set of concessions that makes Gemma 4 E2B start on a given GPU.
 
-Every candidate configuration is planned with :func:`deploy.fit.plan`; among those that fit, the one whose
+Every candidate configuration is planned with :func:`deploy.planner.budget.plan`; among those that fit, the one whose
 concessions cost least wins. Concessions are ranked (worst first) as: dropping image input
 (``--language-model-only``), shortening the context, offloading decoder weights to the CPU, disabling CUDA graphs,
 fewer concurrent sequences, a smaller prefill chunk. Fixed choices, not concessions: the KV dtype is fp8 where the
@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from deploy.fit import (
+from deploy.planner.budget import (
     DEFAULT_PCIE,
     FitError,
     GiB,
@@ -29,7 +29,7 @@ from deploy.fit import (
     utilization_for,
     with_args,
 )
-from deploy.model import DECODER_LAYER_COMPONENTS, GemmaModel
+from deploy.planner.model import DECODER_LAYER_COMPONENTS, GemmaModel
 
 # At least this many concurrent sequences, and this many full-length ones in the KV cache. One is vLLM's own
 # start-up condition, but a server that holds a single long conversation serves nobody else: below this the
@@ -50,7 +50,7 @@ MAX_CPU_OFFLOAD_GIB = 1.5  # on the default link, PCIe 4.0 x16; see offload_cap_
 IMAGE_LIMITS = {"audio": 0, "video": 0}
 LLAMA_CPP_HINT = (
     "use the llama.cpp path with a GGUF quantization instead (for example ggml-org/gemma-4-E2B-it-GGUF, "
-    "README 'Other engines'), or a GPU with more memory"
+    "docs/engines.md), or a GPU with more memory"
 )
 
 

@@ -24,7 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-CONFIG_PATH = Path(__file__).resolve().parent / "data" / "gemma-4-e2b-config.json"
+CONFIG_PATH = Path(__file__).resolve().parents[1] / "data" / "gemma-4-e2b-config.json"
 
 # Not in config.json; read from transformers' Gemma 4 modelling code (checked by the meta-device test).
 AUDIO_MEL_BINS = 128  # input features of the audio feature extractor

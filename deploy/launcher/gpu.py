@@ -1,4 +1,4 @@
-"""What the GPU is: ``nvidia-smi`` output -> small value objects; and the GPU classes the profiles serve.
+"""What the GPU is: ``nvidia-smi`` output -> small value objects (the classes live in deploy.planner.gpu_classes).
 
 Three nvidia-smi calls, all plain text so a fake nvidia-smi can stand in for tests:
 
@@ -20,15 +20,12 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import yaml
-
-from deploy.fit import DEFAULT_PCIE, PCIeLink
+from deploy.errors import DeployError
+from deploy.planner.budget import DEFAULT_PCIE, PCIeLink
+from deploy.planner.gpu_classes import GPUClass, parse_compute_capability
 
 MiB = 1024**2
-GPU_CLASSES_PATH = Path(__file__).resolve().parent / "data" / "gpu_classes.yaml"
 QUERY_FIELDS = (
     "index,uuid,name,memory.total,memory.free,compute_cap,pcie.link.gen.max,pcie.link.width.max,mig.mode.current"
 )
@@ -39,7 +36,7 @@ _LIST_MIG = re.compile(r"^\s+MIG (\S+)\s+Device\s+(\d+): \(UUID: (MIG-[^)]+)\)\s
 _MEMORY = re.compile(r"^\s*(Total|Free)\s*:\s*(\d+)\s*MiB\s*$")
 
 
-class GPUError(RuntimeError):
+class GPUError(DeployError, RuntimeError):
     """No usable GPU information; the message says what to check."""
 
 
@@ -66,14 +63,6 @@ class GPU:
     def link(self) -> PCIeLink:
         """The PCIe link offload crosses (the planner's default when nvidia-smi could not say)."""
         return self.pcie or DEFAULT_PCIE
-
-
-def parse_compute_capability(text: str) -> tuple[int, int]:
-    """``"8.9"`` -> ``(8, 9)``; raises ValueError on anything else."""
-    major, _, minor = str(text).strip().partition(".")
-    if not major.isdigit() or not minor.isdigit():
-        raise ValueError(f"compute capability {text!r} is not MAJOR.MINOR (for example 8.9)")
-    return int(major), int(minor)
 
 
 @dataclass(frozen=True)
@@ -257,41 +246,6 @@ def in_wsl(uname: str | None = None) -> bool:
     """Whether this is WSL, the way vLLM decides it (``vllm/platforms/interface.py``: "microsoft" in uname)."""
     text = uname if uname is not None else " ".join(platform.uname())
     return "microsoft" in text.lower()
-
-
-@dataclass(frozen=True)
-class GPUClass:
-    """A memory class with its two profiles (Ada/Hopper fp8 and Ampere bf16 KV)."""
-
-    name: str
-    memory_mib: int
-    variants: dict[str, dict[str, Any]]
-
-    @property
-    def total_bytes(self) -> int:
-        """Memory the class's profiles are planned for."""
-        return self.memory_mib * MiB
-
-    def profile_name(self, ampere: bool) -> str:
-        """``gpu-8gb`` or ``gpu-8gb-ampere``."""
-        return f"gpu-{self.name}-ampere" if ampere else f"gpu-{self.name}"
-
-    def pcie(self, variant: str) -> PCIeLink:
-        """The slowest PCIe link among the variant's example cards (``pcie: "4.0 x8"``; default 4.0 x16)."""
-        text = str(self.variants[variant].get("pcie", "")).strip()
-        if not text:
-            return DEFAULT_PCIE
-        gen, _, width = text.partition(" x")
-        return PCIeLink(int(float(gen)), int(width))
-
-
-def load_classes(path: Path = GPU_CLASSES_PATH) -> list[GPUClass]:
-    """The GPU classes, smallest first."""
-    data = yaml.safe_load(Path(path).read_text())
-    classes = [
-        GPUClass(c["name"], int(c["memory_mib"]), {"ada": c["ada"], "ampere": c["ampere"]}) for c in data["classes"]
-    ]
-    return sorted(classes, key=lambda c: c.memory_mib)
 
 
 def class_for(gpu: GPU, classes: list[GPUClass]) -> GPUClass | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from smoke_tests.client import CheckError, SmokeClient
-from smoke_tests.engines import FINISH_REASONS
+from smoke_tests.servers import FINISH_REASONS
 from smoke_tests.sse import Stream
 
 SEED = 1234

@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from pathlib import Path
 
+from deploy.errors import UsageError
+
 # The variables that may arrive as files. Nothing else is read this way.
 SECRET_VARIABLES: tuple[str, ...] = ("HF_TOKEN", "VLLM_API_KEY")
 
 
-class SecretFileError(ValueError):
+class SecretFileError(UsageError, ValueError):
     """A ``*_FILE`` variable is unusable; the message names the variable and the fix."""
 
 

@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deploy.checkpoint import CheckpointError, hub_tensors, snapshot_tensors, weights_by_component
-from deploy.fit import FitError, GiB, MiB, PCIeLink, Plan, ServeArgs, fp8_kv_supported, plan
-from deploy.gpu import parse_compute_capability
-from deploy.model import GemmaModel
+from deploy.checkpoint.weights import CheckpointError, hub_tensors, snapshot_tensors, weights_by_component
+from deploy.planner.args import from_mapping, parse_limit_mm, parse_tokens
+from deploy.planner.budget import FitError, GiB, MiB, PCIeLink, Plan, ServeArgs, fp8_kv_supported, plan
+from deploy.planner.gpu_classes import parse_compute_capability
+from deploy.planner.model import GemmaModel
+from deploy.planner.recommend import recommend
 from deploy.profiles import ProfileError, apply_features, load_profile, parse_features, to_argv
-from deploy.recommend import recommend
-from deploy.serve_args import from_mapping, parse_limit_mm, parse_tokens
 
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([KMGT]i?B?|B)?\s*$", re.I)
 _UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from deploy.errors import DeployError
 from deploy.profiles import DEFAULT_REVISION, MODEL_ID, is_commit
 
 # What vLLM needs to serve a text+image checkpoint; READMEs, images, GGUF or original/ copies are skipped.
@@ -28,7 +29,7 @@ ALLOW_PATTERNS: tuple[str, ...] = (
 TRUE_VALUES = {"1", "true", "yes", "on"}
 
 
-class FetchError(RuntimeError):
+class FetchError(DeployError, RuntimeError):
     """The checkpoint could not be fetched or found; the message says what to do."""
 
 

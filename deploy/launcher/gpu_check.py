@@ -46,11 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy.fit import GiB, MiB, Plan, plan
-from deploy.gpu import GPU, GPUClass, GPUError, class_for, detect, in_wsl, load_classes, parse_mig_memory
-from deploy.model import GemmaModel
+from deploy.errors import DeployError
+from deploy.launcher.gpu import GPU, GPUError, class_for, detect, in_wsl, parse_mig_memory
+from deploy.planner.args import from_mapping
+from deploy.planner.budget import GiB, MiB, Plan, plan
+from deploy.planner.gpu_classes import GPUClass, load_classes
+from deploy.planner.model import GemmaModel
 from deploy.profiles import load_profile
-from deploy.serve_args import from_mapping
 
 SCHEMA = "gemma4-serve/gpu-check/1"
 DEFAULT_OUT = Path("reports/gpu-check")
@@ -79,7 +81,7 @@ LOG_PATTERNS: dict[str, re.Pattern[str]] = {
 }
 
 
-class CheckError(RuntimeError):
+class CheckError(DeployError, RuntimeError):
     """The check cannot run here; ``code`` is the exit code, the message says what to fix."""
 
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
@@ -461,7 +463,7 @@ def gpu_slug(gpu: GPU) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
-    p = argparse.ArgumentParser(prog="python -m deploy.gpu_check", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m deploy.launcher.gpu_check", description=__doc__.splitlines()[0])
     p.add_argument("--profiles", help="comma-separated profiles (default: this card's own and the tightest one)")
     p.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S, help="wall-clock budget (default 570)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the JSON and the logs")
@@ -479,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     except GPUError as exc:
         print(f"gpu-check: no GPU to check: {exc}", file=sys.stderr)
         return EXIT_NO_GPU
-    from deploy.launch import pick_gpu
+    from deploy.launcher.cli import pick_gpu
 
     gpu = pick_gpu(gpus, os.environ)
     try:

@@ -19,13 +19,15 @@ import time
 
 import httpx
 
+from deploy.errors import DeployError
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 # The two gauges that count a server's unfinished requests (one sample per model_name/engine label set).
 IN_FLIGHT_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 _SAMPLE_RE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)", re.MULTILINE)
 
 
-class DrainError(Exception):
+class DrainError(DeployError):
     """The server could not be read, or did not drain in time; the message says which."""
 
 
