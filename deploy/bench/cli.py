@@ -513,6 +513,8 @@ async def _cell(
     metrics_url: str,
 ) -> dict[str, Any] | None:
     """Build the prompts, warm up and measure one cell; None when a stop came before anything was measured."""
+    from deploy.bench.server_info import counter_deltas, vllm_counters
+
     requests = _requests_for(args, batch, rate)
     label = _cell_label(batch, rate, images)
     with _progress(args, requests + args.warmup, f"{label}: prompts", "prompt") as bar:
@@ -534,7 +536,11 @@ async def _cell(
         await _warm_up(args, client, model, warmup, stop)
     if stop.is_set():
         return None
+    before = await asyncio.to_thread(vllm_counters, metrics_url, _api_key(args)) if args.compare_vllm else None
     run = await _measure(args, client, model, measured, batch, rate, images, stop, vram_source, metrics_url)
+    if args.compare_vllm:  # the server's own TTFT for the same requests, beside vLLM's client's (compare_vllm)
+        after = await asyncio.to_thread(vllm_counters, metrics_url, _api_key(args))
+        run["server_ttft_mean_ms"] = counter_deltas(before, after)["server_ttft_mean_ms"]
     run["prompt_tokens_method"] = builder.method if args.prompt_tokens else "not measured (--prompt-tokens 0)"
     run["prompts"] = measured  # for --compare-vllm; dropped before the report is written
     m = run["metrics"]
@@ -559,6 +565,10 @@ async def _cell(
             file=sys.stderr,
         )
     return run
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    return args.api_key or os.environ.get("VLLM_API_KEY") or None
 
 
 def _cell_label(batch: int | None, rate: float, images: int) -> str:
@@ -691,7 +701,7 @@ class _VllmComparison:
 
     def run(self, run: dict[str, Any], stopped: Callable[[], bool]) -> None:
         """Run vLLM's client on ``run``'s prompts and load; store its numbers and ours side by side."""
-        from deploy.bench.server_info import prefix_cache_counters
+        from deploy.bench.server_info import counter_deltas, vllm_counters
         from deploy.bench.vllm_bench import VllmBenchError, bench_args, headline, request_records, write_dataset
 
         assert self._tmp is not None
@@ -712,14 +722,15 @@ class _VllmComparison:
             slo=self.args.slo_parsed.as_dict() or None,
         )
         print(f"{_cell_label(run['batch'], run['request_rate'] or math.inf, 0)}: vllm bench serve ...", file=sys.stderr)
-        before = prefix_cache_counters(self.base_url, self.api_key)
+        before = vllm_counters(f"{self.base_url}/metrics", self.api_key)
         try:
             result = self._bench.run(argv, stopped=stopped)
             theirs, records, error = headline(result), request_records(result), None
         except VllmBenchError as exc:
             theirs, records, error = None, [], str(exc)
             print(f"error: {exc}", file=sys.stderr)
-        cached = _cached_share(before, prefix_cache_counters(self.base_url, self.api_key))
+        server = counter_deltas(before, vllm_counters(f"{self.base_url}/metrics", self.api_key))
+        cached = server["prefix_cache_hit_share"]
         if cached is not None and cached > 0.05:
             print(
                 f"warning: the server found {cached:.0%} of vllm bench serve's prompt tokens in its prefix cache "
@@ -734,16 +745,10 @@ class _VllmComparison:
             "error": error,
             # vLLM's own per-request numbers, so that rounds can be pooled (make bench-agreement).
             "samples": records,
-            # Share of its prompt tokens the server found cached (vLLM's /metrics); None where not exposed.
-            "prefix_cache_hit_share": cached,
+            # From vLLM's /metrics around its run (warm-ups included): the share of its prompt tokens found
+            # cached, and the mean TTFT the server measured; None where the server exposes neither.
+            **server,
         }
-
-
-def _cached_share(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
-    """Prefix-cache hits over queries between two readings of vLLM's counters; None without both or queries."""
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def _finish(args: argparse.Namespace, outcome: _Outcome) -> int:

@@ -102,26 +102,50 @@ async def _json_field(client: ServerClient, path: str, key: str) -> Any:
         return None
 
 
-_PREFIX_CACHE = re.compile(r"^vllm:prefix_cache_(hits|queries)_total(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.M)
+_COUNTER = re.compile(
+    r"^vllm:(prefix_cache_hits_total|prefix_cache_queries_total|time_to_first_token_seconds_sum"
+    r"|time_to_first_token_seconds_count)(?:\{[^}]*\})? ([0-9.eE+-]+)$",
+    re.M,
+)
 
 
-def prefix_cache_counters(base_url: str, api_key: str | None = None) -> tuple[float, float] | None:
-    """The prefix-cache (hits, queries) token counters of vLLM's ``/metrics``; None where the server has none.
+def vllm_counters(metrics_url: str, api_key: str | None = None) -> dict[str, float] | None:
+    """The prefix-cache token counters and the TTFT histogram's sum and count of vLLM's ``/metrics``.
 
-    Read before and after a client's run, they say how much of its prompts the server found cached.
+    Keys: ``prefix_cache_hits_total``, ``prefix_cache_queries_total``, ``time_to_first_token_seconds_sum`` and
+    ``..._count`` (summed over label sets); None where the server exposes none of them (not a vLLM). Read
+    before and after a client's run, they say how much of its prompts the server found cached and the mean
+    TTFT the server itself measured for those requests, which a client's TTFT can only exceed.
     """
     import httpx
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        response = httpx.get(f"{base_url}/metrics", headers=headers, timeout=5.0, trust_env=False)
+        response = httpx.get(metrics_url, headers=headers, timeout=5.0, trust_env=False)
     except httpx.HTTPError:
         return None
     if response.status_code != 200:
         return None
-    found = {"hits": 0.0, "queries": 0.0}
-    seen = False
-    for name, number in _PREFIX_CACHE.findall(response.text):
-        found[name] += float(number)
-        seen = True
-    return (found["hits"], found["queries"]) if seen else None
+    found: dict[str, float] = {}
+    for name, number in _COUNTER.findall(response.text):
+        found[name] = found.get(name, 0.0) + float(number)
+    return found or None
+
+
+def counter_deltas(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, float | None]:
+    """Between two :func:`vllm_counters` readings: ``prefix_cache_hit_share`` and ``server_ttft_mean_ms``.
+
+    Each is None where a reading or the counter is missing, or nothing was counted in between.
+    """
+
+    def delta(name: str) -> float | None:
+        if before is None or after is None or name not in before or name not in after:
+            return None
+        return after[name] - before[name]
+
+    hits, queries = delta("prefix_cache_hits_total"), delta("prefix_cache_queries_total")
+    ttft_sum, ttft_count = delta("time_to_first_token_seconds_sum"), delta("time_to_first_token_seconds_count")
+    return {
+        "prefix_cache_hit_share": hits / queries if hits is not None and queries else None,
+        "server_ttft_mean_ms": 1000.0 * ttft_sum / ttft_count if ttft_sum is not None and ttft_count else None,
+    }

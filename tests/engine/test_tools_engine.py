@@ -81,6 +81,9 @@ def test_deploy_bench_and_vllm_bench_serve_side_by_side(
     share = run["compare_vllm"]["prefix_cache_hit_share"]
     assert share is not None and 0.0 <= share <= 1.0
     assert ("in its prefix cache" in ours.stderr) == (share > 0.05), (share, ours.stderr)
+    # the server's own mean TTFT for each client's requests (its histogram), which neither client can beat
+    assert 0 < run["server_ttft_mean_ms"] <= run["metrics"]["ttft_ms"]["mean"]
+    assert run["compare_vllm"]["server_ttft_mean_ms"] > 0
     print("\n" + ours.stdout)
 
 

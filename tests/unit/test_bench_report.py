@@ -349,7 +349,8 @@ def test_the_agreement_check_pools_requests_of_rounds_and_skips_held_back_rounds
         r["metrics"]["held_back_requests"] = held
         theirs = json.loads(json.dumps(r["metrics"]))
         records = [dict(s, ttft=theirs_ttft) for s in r["samples"]]
-        r["compare_vllm"] = {"metrics": theirs, "samples": records}
+        r["compare_vllm"] = {"metrics": theirs, "samples": records, "server_ttft_mean_ms": 1000 * theirs_ttft - 1}
+        r["server_ttft_mean_ms"] = 1000 * ttft - 0.5
         return r
 
     # pooled: ours 4 x 100 ms + 4 x 100 ms, theirs 4 x 98 ms + 4 x 102 ms -> p50 100 vs 100
@@ -360,19 +361,21 @@ def test_the_agreement_check_pools_requests_of_rounds_and_skips_held_back_rounds
     # the other pooled metrics come from the same records: 9 gaps of 10 ms -> ITL 10 ms, TPOT 10 ms, E2E 190 ms
     assert "| ITL p99 (ms) | 10.000 | 10.000 | +0.0 % | yes |" in table
     assert "| E2E to the last token p50 (ms) | 190.000 | 190.000 | +0.0 % | yes |" in table
+    # the server's own TTFT mean beside each client's: ours 0.5 ms above it, vLLM's client 1 ms
+    assert "99.500 ms during ours, 99.000 ms during vLLM's" in table
+    assert "deploy bench +0.500 ms, vllm bench serve +1.000 ms" in table
     table, ok = agreement([[stage(0.100, 0.120)]], 5.0)
     assert not ok and "| TTFT p50 (ms) | 100.000 | 120.000 | -16.7 % | NO |" in table
     table, ok = agreement([[stage(0.5, 0.1, held=4)]], 5.0)
     assert not ok and "no comparison" in table
 
 
-def test_prefix_cache_counters_sum_vllms_series_and_give_the_share_between_two_readings(
+def test_vllm_counters_sum_the_series_and_give_the_cache_share_and_server_ttft_between_two_readings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import httpx
 
-    from deploy.bench.cli import _cached_share
-    from deploy.bench.server_info import prefix_cache_counters
+    from deploy.bench.server_info import counter_deltas, vllm_counters
 
     text = (
         "# HELP vllm:prefix_cache_hits_total Prefix cache hits, in terms of number of cached tokens.\n"
@@ -380,11 +383,27 @@ def test_prefix_cache_counters_sum_vllms_series_and_give_the_share_between_two_r
         'vllm:prefix_cache_hits_total{engine="1",model_name="m"} 32.0\n'
         'vllm:prefix_cache_queries_total{engine="0",model_name="m"} 256.0\n'
         'vllm:prefix_cache_queries_created{engine="0",model_name="m"} 1.7e9\n'
+        'vllm:time_to_first_token_seconds_bucket{engine="0",le="0.001",model_name="m"} 0.0\n'
+        'vllm:time_to_first_token_seconds_sum{engine="0",model_name="m"} 0.5\n'
+        'vllm:time_to_first_token_seconds_count{engine="0",model_name="m"} 20.0\n'
     )
     answers = iter([httpx.Response(200, text=text), httpx.Response(200, text="other 1\n"), httpx.Response(404)])
     monkeypatch.setattr(httpx, "get", lambda *a, **k: next(answers))
-    assert prefix_cache_counters("http://x") == (128.0, 256.0)
-    assert prefix_cache_counters("http://x") is None  # no such series: not a vLLM, or too old
-    assert prefix_cache_counters("http://x") is None
-    assert _cached_share((100.0, 1000.0), (228.0, 1256.0)) == 0.5
-    assert _cached_share((100.0, 1000.0), (100.0, 1000.0)) is None and _cached_share(None, (1.0, 2.0)) is None
+    first = vllm_counters("http://x/metrics")
+    assert first == {
+        "prefix_cache_hits_total": 128.0,
+        "prefix_cache_queries_total": 256.0,
+        "time_to_first_token_seconds_sum": 0.5,
+        "time_to_first_token_seconds_count": 20.0,
+    }
+    assert vllm_counters("http://x/metrics") is None  # no such series: not a vLLM
+    assert vllm_counters("http://x/metrics") is None
+    later = {
+        "prefix_cache_hits_total": 228.0,
+        "prefix_cache_queries_total": 456.0,
+        "time_to_first_token_seconds_sum": 0.9,
+        "time_to_first_token_seconds_count": 30.0,
+    }
+    assert counter_deltas(first, later) == pytest.approx({"prefix_cache_hit_share": 0.5, "server_ttft_mean_ms": 40.0})
+    assert counter_deltas(first, first) == {"prefix_cache_hit_share": None, "server_ttft_mean_ms": None}
+    assert counter_deltas(None, later) == {"prefix_cache_hit_share": None, "server_ttft_mean_ms": None}
