@@ -47,13 +47,21 @@ def _stream(url: str, results: list[str], ended: list[float], index: int) -> Non
         "ignore_eos": True,  # random weights may pick EOS early; the stream must stay in flight
         "stream": True,
     }
-    try:
-        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120, trust_env=False) as r:
-            lines = [line for line in r.iter_lines() if line]
-        done = r.status_code == 200 and lines[-1] == "data: [DONE]"
-        results[index] = "done" if done else f"{r.status_code} {lines[-1:]}"
-    except httpx.HTTPError as exc:
-        results[index] = f"{type(exc).__name__}: {exc}"
+    for attempt in (1, 2):
+        try:
+            with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120, trust_env=False) as r:
+                lines = [line for line in r.iter_lines() if line]
+            done = r.status_code == 200 and lines[-1] == "data: [DONE]"
+            results[index] = "done" if done else f"{r.status_code} {lines[-1:]}"
+            break
+        except httpx.ConnectError as exc:
+            # Not sent at all (a stream once went missing on the loaded CI machine): send it again once; what is
+            # under test is the drain. A stream cut after it was sent is never retried: that is a lost stream.
+            results[index] = f"{type(exc).__name__}: {exc} (attempt {attempt})"
+            time.sleep(0.5)
+        except httpx.HTTPError as exc:
+            results[index] = f"{type(exc).__name__}: {exc}"
+            break
     ended[index] = time.monotonic()
 
 
@@ -89,7 +97,7 @@ def test_profile_serves_through_its_life(
         threads = [threading.Thread(target=_stream, args=(server.url, results, ended, i)) for i in range(STREAMS)]
         for thread in threads:
             thread.start()
-        _wait_in_flight(server.url, STREAMS)
+        most = _wait_in_flight(server.url, threads)
         started = time.monotonic()
         drained = deploy("drain", "--url", server.url, "--delay", "0", "--interval", "0.2", "--timeout", "120")
         returned = time.monotonic()
@@ -97,7 +105,7 @@ def test_profile_serves_through_its_life(
             thread.join(timeout=60)
         assert drained.returncode == 0, drained.stderr
         assert drained.stdout.strip() == f"drained: no request in flight at {server.url}"
-        assert results == ["done"] * STREAMS, results
+        assert results == ["done"] * STREAMS, (results, f"at most {most} in flight at once before drain")
         # Drain waited for the streams: it returned no earlier than their engine work ended (the last SSE
         # bytes may reach the client a moment after the engine's gauges drop).
         print(f"drain waited {returned - started:.1f} s; streams ended {[round(e - started, 1) for e in ended]} s")
@@ -109,13 +117,22 @@ def test_profile_serves_through_its_life(
     assert not server.group_pids()
 
 
-def _wait_in_flight(url: str, count: int, timeout_s: float = 60) -> None:
-    """Until /metrics counts ``count`` running or waiting requests (the streams really are in flight)."""
+def _wait_in_flight(url: str, threads: list[threading.Thread], timeout_s: float = 60) -> int:
+    """Until /metrics counts every stream as running or waiting; returns the most it saw at once.
+
+    All but one at once is enough while at least one is still in flight (on two loaded cores one stream can
+    reach the engine late); drain is then tested on real streams, and the caller asserts that every stream
+    completed and that drain returned only after the last one's tokens.
+    """
     deadline = time.monotonic() + timeout_s
-    seen = 0
+    most = 0
     while time.monotonic() < deadline:
         seen = in_flight(httpx.get(f"{url}/metrics", timeout=5, trust_env=False).text)
-        if seen >= count:
-            return
+        most = max(most, seen)
+        if seen >= len(threads) or (seen >= 1 and most >= len(threads) - 1):
+            return most
         time.sleep(0.1)
-    raise AssertionError(f"only {seen} of {count} streams in flight after {timeout_s:.0f} s")
+    raise AssertionError(
+        f"at most {most} of {len(threads)} streams in flight within {timeout_s:.0f} s; "
+        f"streams alive: {sum(t.is_alive() for t in threads)}"
+    )
