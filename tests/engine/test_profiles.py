@@ -67,12 +67,12 @@ def _stream(url: str, results: list[str], ended: list[float], index: int) -> Non
 
 
 # Two of three clean-clone CI runs on the 2-core machine (2026-12-07) failed the drain step: the streams were
-# not seen in flight before drain began (cause not found). Until it is understood the test runs only where
-# profiles are chosen explicitly (`make test-engine`), and `make test` reports it as skipped.
+# not seen in flight before drain began (cause not found). Until it is understood, `make test` (the daily
+# profile) serves the profile through start, probe and smoke suite, then stops it with SIGTERM and leaves the
+# drain step to `make test-engine` (every profile) and `make test-compose` (docker stop drains real streams).
 DAILY_RUN = os.environ.get("ENGINE_PROFILES", "rotate").strip() in ("", "rotate")
 
 
-@pytest.mark.skipif(DAILY_RUN, reason="the drain step flaked in CI on 2 cores: runs in `make test-engine`")
 @pytest.mark.parametrize("profile", selected_profiles())
 def test_profile_serves_through_its_life(
     profile: str, vllm_engines: EnginePool, vllm_checkpoints: Checkpoints, tmp_path: Path
@@ -100,6 +100,10 @@ def test_profile_serves_through_its_life(
         assert (code, outcomes(report, "failed")) == (0, {}), outcomes(report, "failed")
         assert skipped_beyond_features(report) == ANSWER_CHECKS | AUTH_CHECKS
 
+        if DAILY_RUN:
+            print("drain step left to `make test-engine` in the daily run (see DAILY_RUN)")
+            assert server.stop() is not None
+            return
         # Drain with streams in flight: it returns only once they are done, and none is lost.
         results, ended = [""] * STREAMS, [0.0] * STREAMS
         threads = [threading.Thread(target=_stream, args=(server.url, results, ended, i)) for i in range(STREAMS)]
