@@ -485,6 +485,7 @@ def _stream(url: str, headers: dict[str, str], max_tokens: int, first: threading
             for line in response.iter_lines():
                 if not line.startswith("data: "):
                     continue
+                out.setdefault("first", time.monotonic())
                 first.set()
                 if line == "data: [DONE]":
                     out["done"] = True
@@ -501,9 +502,8 @@ def _stream(url: str, headers: dict[str, str], max_tokens: int, first: threading
         first.set()
 
 
-def test_docker_stop_drains_in_flight_streams(up: Stack) -> None:
-    up.wait_healthy()
-    max_tokens, count = 400, 4
+def _run_streams(up: Stack, max_tokens: int, count: int) -> tuple[list[dict[str, Any]], list[threading.Thread]]:
+    """Start `count` streams of `max_tokens` each and wait until every one has sent its first chunk."""
     results: list[dict[str, Any]] = [{} for _ in range(count)]
     firsts = [threading.Event() for _ in range(count)]
     threads = [
@@ -514,16 +514,43 @@ def test_docker_stop_drains_in_flight_streams(up: Stack) -> None:
         thread.start()
     for first in firsts:
         assert first.wait(60), "a stream never started"
+    return results, threads
+
+
+def _drain_length(up: Stack, count: int, seconds: float) -> int:
+    """Tokens per stream that keep `count` concurrent streams busy for about `seconds` on this machine.
+
+    A fixed length cannot do it: the tiny model decodes hundreds of tokens a second on a quiet machine and a
+    few dozen on a loaded one, so a fixed 400 tokens sometimes ended before `docker stop` began (CI, stop 24).
+    """
+    probe = 64
+    results, threads = _run_streams(up, probe, count)
+    for thread in threads:
+        thread.join(60)
+    assert all(r.get("done") and "first" in r for r in results), f"calibration streams failed: {results}"
+    slowest = max(r["ended"] - r["first"] for r in results)
+    per_second = (probe - 1) / max(slowest, 1e-3)
+    # 400 at least (a drain of a few tokens proves little); at most what the 60 s shutdown timeout can drain.
+    return int(min(max(per_second * seconds, 400), per_second * 40))
+
+
+def test_docker_stop_drains_in_flight_streams(up: Stack) -> None:
+    up.wait_healthy()
+    count = 4
+    max_tokens = _drain_length(up, count, seconds=15)
+    results, threads = _run_streams(up, max_tokens, count)
     started = time.monotonic()
+    running = [r for r in results if "ended" not in r]
     run("docker", "stop", up.container("vllm"), timeout=180, env=up.env)
     up.timings["docker stop (drain)"] = time.monotonic() - started
+    print(f"\ndocker stop drained {count} streams of {max_tokens} tokens")
     for thread in threads:
         thread.join(120)
     # Every stream was still in flight when `docker stop` began (else nothing was drained) ...
-    assert all(r["ended"] > started for r in results), "a stream ended before `docker stop`: raise max_tokens"
+    assert len(running) == count, f"a stream ended before `docker stop` ({max_tokens} tokens each): {results}"
     # ... and finished in full: without a drain vLLM 0.21.0 aborts them on SIGTERM.
     lost = [r for r in results if not (r.get("done") and r.get("completion_tokens") == max_tokens)]
-    assert not lost, f"streams lost by `docker stop`: {lost}"
+    assert not lost, f"streams lost by `docker stop` ({max_tokens} tokens each): {lost}"
     assert all(r["finish_reason"] == "length" for r in results)
 
 
