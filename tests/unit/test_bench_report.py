@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from deploy.bench import report
@@ -357,17 +358,39 @@ def test_the_agreement_check_pools_requests_of_rounds_and_skips_held_back_rounds
     table, ok = agreement([[stage(0.100, 0.102)], [stage(0.100, 0.098)], [stage(0.5, 0.1, held=4)]], 5.0)
     assert ok, table
     assert "2 of 3 rounds" in table and "8 and 8 requests pooled" in table
-    assert "| TTFT p50 (ms) | 100.000 | 100.000 | +0.0 % | yes |" in table
-    # the other pooled metrics come from the same records: 9 gaps of 10 ms -> ITL 10 ms, TPOT 10 ms, E2E 190 ms
-    assert "| ITL p99 (ms) | 10.000 | 10.000 | +0.0 % | yes |" in table
-    assert "| E2E to the last token p50 (ms) | 190.000 | 190.000 | +0.0 % | yes |" in table
+    rows: dict[str, str] = {}  # the pooled table's rows (the summary table below repeats some labels)
+    for line in table.splitlines():
+        rows.setdefault(line.split(" | ")[0], line)
+    assert rows["| TTFT p50 (ms)"].startswith("| TTFT p50 (ms) | 100.000 | 100.000 | +0.0 % | ")
+    assert rows["| TTFT p50 (ms)"].endswith(" | yes |")
+    # the other pooled metrics come from the same records: 9 gaps of 10 ms -> ITL 10 ms, TPOT 10 ms, E2E 190 ms;
+    # every ITL is 10 ms in both, so no resample can make them differ
+    assert rows["| ITL p99 (ms)"] == "| ITL p99 (ms) | 10.000 | 10.000 | +0.0 % | +0.0 .. +0.0 % | yes |"
+    assert rows["| E2E to the last token p50 (ms)"].startswith("| E2E to the last token p50 (ms) | 190.000 | 190.000 |")
     # the server's own TTFT mean beside each client's: ours 0.5 ms above it, vLLM's client 1 ms
     assert "99.500 ms during ours, 99.000 ms during vLLM's" in table
     assert "deploy bench +0.500 ms, vllm bench serve +1.000 ms" in table
     table, ok = agreement([[stage(0.100, 0.120)]], 5.0)
-    assert not ok and "| TTFT p50 (ms) | 100.000 | 120.000 | -16.7 % | NO |" in table
+    assert not ok and "| TTFT p50 (ms) | 100.000 | 120.000 | -16.7 % | -16.7 .. -16.7 % | NO |" in table
     table, ok = agreement([[stage(0.5, 0.1, held=4)]], 5.0)
     assert not ok and "no comparison" in table
+
+
+def test_the_agreement_interval_tells_a_real_difference_from_sampling_noise() -> None:
+    from tests.fixtures.bench_agreement import difference_interval
+
+    def records(ttfts: list[float]) -> list[dict[str, Any]]:
+        return [{"success": True, "ttft": t, "itl": [0.01] * 9, "output_tokens": 10} for t in ttfts]
+
+    rng = np.random.default_rng(7)
+    same = rng.lognormal(np.log(0.02), 0.3, 200).tolist()
+    other = rng.lognormal(np.log(0.02), 0.3, 200).tolist()
+    # two samples of one distribution: the interval of the p99 difference is wide and holds zero
+    lo, hi = difference_interval(records(same), records(other), "ttft_ms", 99.0, resamples=500)
+    assert lo < 0 < hi and hi - lo > 10
+    # a client that adds 20 % to every TTFT: the interval of the median difference holds 20 and excludes zero
+    lo, hi = difference_interval(records([t * 1.2 for t in same]), records(same), "ttft_ms", 50.0, resamples=500)
+    assert 0 < lo < 20 < hi
 
 
 def test_vllm_counters_sum_the_series_and_give_the_cache_share_and_server_ttft_between_two_readings(
