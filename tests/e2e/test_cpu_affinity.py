@@ -60,5 +60,11 @@ def test_the_engine_loop_and_all_its_threads_move_to_the_workers_core(server: tu
 
 
 def test_a_server_without_the_pair_is_named_not_guessed() -> None:
-    with pytest.raises(RuntimeError, match=r"expected one VLLM::EngineCore and one VLLM::Worker below \d+"):
-        pin_engine_core_to_worker(os.getpid())
+    # A process with no children (not pytest's own PID: the engine tier's real vLLM server may run below it).
+    lone = subprocess.Popen(["sleep", "30"])
+    try:
+        with pytest.raises(RuntimeError, match=rf"expected one VLLM::EngineCore and one VLLM::Worker below {lone.pid}"):
+            pin_engine_core_to_worker(lone.pid)
+    finally:
+        lone.kill()
+        lone.wait(10)
