@@ -351,7 +351,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         elif isinstance(value, float) and math.isinf(value):
             value = "inf"
         config[key] = value
-    config["api_key_set"] = bool(args.api_key or os.environ.get("VLLM_API_KEY"))
+    config["api_key_set"] = _api_key(args) is not None
     config["slo"] = args.slo_parsed.as_dict()
     return config
 
@@ -425,7 +425,7 @@ async def _bench(args: argparse.Namespace) -> _Outcome:
 
         loop.add_signal_handler(signal.SIGINT, _on_sigint)
     outcome = _Outcome()
-    api_key = args.api_key or os.environ.get("VLLM_API_KEY") or None
+    api_key = _api_key(args)
     base_url = args.base_url.rstrip("/")
     cells = _cells(args)
     connections = max((b or _requests_for(args, b, r)) for _, b, r in cells)
@@ -568,6 +568,7 @@ async def _cell(
 
 
 def _api_key(args: argparse.Namespace) -> str | None:
+    """``--api-key``, else ``$VLLM_API_KEY``, else None."""
     return args.api_key or os.environ.get("VLLM_API_KEY") or None
 
 

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from deploy.bench.client import BenchError, ServerClient
+from deploy.prometheus_text import sample_sums
 
 _OWNER_LABEL = {"vllm": "vLLM", "sglang": "SGLang", "llamacpp": "llama.cpp", "llama.cpp": "llama.cpp"}
 # Checkpoint format spelled in the model id, most specific first.
@@ -102,10 +103,12 @@ async def _json_field(client: ServerClient, path: str, key: str) -> Any:
         return None
 
 
-_COUNTER = re.compile(
-    r"^vllm:(prefix_cache_hits_total|prefix_cache_queries_total|time_to_first_token_seconds_sum"
-    r"|time_to_first_token_seconds_count)(?:\{[^}]*\})? ([0-9.eE+-]+)$",
-    re.M,
+# Counters read around a client's run (vLLM 0.21.0 names), summed over label sets.
+COUNTERS = (
+    "prefix_cache_hits_total",
+    "prefix_cache_queries_total",
+    "time_to_first_token_seconds_sum",
+    "time_to_first_token_seconds_count",
 )
 
 
@@ -126,10 +129,8 @@ def vllm_counters(metrics_url: str, api_key: str | None = None) -> dict[str, flo
         return None
     if response.status_code != 200:
         return None
-    found: dict[str, float] = {}
-    for name, number in _COUNTER.findall(response.text):
-        found[name] = found.get(name, 0.0) + float(number)
-    return found or None
+    found = sample_sums(response.text, (f"vllm:{name}" for name in COUNTERS))
+    return {name.removeprefix("vllm:"): value for name, value in found.items()} or None
 
 
 def counter_deltas(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, float | None]:

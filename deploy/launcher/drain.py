@@ -13,18 +13,17 @@ anyway), 2 on bad options.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 
 import httpx
 
 from deploy.errors import DeployError
+from deploy.prometheus_text import sample_sums
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 # The two gauges that count a server's unfinished requests (one sample per model_name/engine label set).
 IN_FLIGHT_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting")
-_SAMPLE_RE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)", re.MULTILINE)
 
 
 class DrainError(DeployError):
@@ -43,15 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def in_flight(metrics_text: str) -> int:
     """Running plus waiting requests in a Prometheus text exposition, summed over label sets."""
-    total = 0.0
-    seen = False
-    for match in _SAMPLE_RE.finditer(metrics_text):
-        if match.group("name") in IN_FLIGHT_METRICS:
-            total += float(match.group("value"))
-            seen = True
-    if not seen:
+    found = sample_sums(metrics_text, IN_FLIGHT_METRICS)
+    if not found:
         raise DrainError(f"/metrics has none of {', '.join(IN_FLIGHT_METRICS)}: is this a vLLM server?")
-    return int(total)
+    return int(sum(found.values()))
 
 
 def drain(url: str, *, delay: float, timeout: float, interval: float) -> str:

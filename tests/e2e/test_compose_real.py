@@ -530,7 +530,8 @@ def _drain_length(up: Stack, count: int, seconds: float) -> int:
     assert all(r.get("done") and "first" in r for r in results), f"calibration streams failed: {results}"
     slowest = max(r["ended"] - r["first"] for r in results)
     per_second = (probe - 1) / max(slowest, 1e-3)
-    # 400 at least (a drain of a few tokens proves little); at most what the 60 s shutdown timeout can drain.
+    # 400 at least (a drain of a few tokens proves little), unless 40 s of decoding is fewer: the 60 s shutdown
+    # timeout must drain them all.
     return int(min(max(per_second * seconds, 400), per_second * 40))
 
 

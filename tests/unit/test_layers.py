@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("deploy.planner",),
     ("deploy.checkpoint",),
     ("deploy.profiles",),
-    ("deploy.errors", "deploy.http_errors"),
+    ("deploy.errors", "deploy.http_errors", "deploy.prometheus_text"),
 ]
 SIDEWAYS = {("deploy.quality", "deploy.bench")}  # quality reuses the bench client's HTTP plumbing
 
